@@ -1,0 +1,133 @@
+//! A min-heap of timers ordered by `(when, seq)`.
+//!
+//! `when` is a deadline in [`clock::monotonic`](crate::clock::monotonic)
+//! seconds, compared with [`f64::total_cmp`]; `seq` is a counter assigned by
+//! [`TimerHeap::push`], so timers with equal deadlines pop in push order
+//! (asyncio relies on this FIFO order). The item type has no trait bounds.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+struct Entry<T> {
+    when: f64,
+    seq: u64,
+    item: T,
+}
+
+impl<T> Entry<T> {
+    fn key_cmp(&self, other: &Self) -> Ordering {
+        self.when
+            .total_cmp(&other.when)
+            .then(self.seq.cmp(&other.seq))
+    }
+}
+
+// `BinaryHeap` is a max-heap: order entries by reversed key so the earliest
+// `(when, seq)` is on top.
+impl<T> Ord for Entry<T> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.key_cmp(self)
+    }
+}
+
+impl<T> PartialOrd for Entry<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<T> PartialEq for Entry<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl<T> Eq for Entry<T> {}
+
+/// Min-heap of `(when, item)` pairs; see the [module docs](self).
+pub struct TimerHeap<T> {
+    heap: BinaryHeap<Entry<T>>,
+    next_seq: u64,
+}
+
+impl<T> Default for TimerHeap<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> TimerHeap<T> {
+    /// An empty heap.
+    pub fn new() -> Self {
+        TimerHeap {
+            heap: BinaryHeap::new(),
+            next_seq: 0,
+        }
+    }
+
+    /// Adds `item` due at `when`; returns its sequence number (increasing
+    /// with every push, never reused by this heap).
+    pub fn push(&mut self, when: f64, item: T) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.heap.push(Entry { when, seq, item });
+        seq
+    }
+
+    /// Deadline of the earliest timer.
+    pub fn peek_when(&self) -> Option<f64> {
+        self.heap.peek().map(|e| e.when)
+    }
+
+    /// The earliest timer's item.
+    pub fn peek(&self) -> Option<&T> {
+        self.heap.peek().map(|e| &e.item)
+    }
+
+    /// Removes and returns the earliest timer.
+    pub fn pop(&mut self) -> Option<(f64, T)> {
+        self.heap.pop().map(|e| (e.when, e.item))
+    }
+
+    /// Number of timers.
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Whether there are no timers.
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    /// Keeps only the timers whose item satisfies `f`, in O(n) (used to
+    /// compact cancelled timers). Order among the kept ones is unchanged.
+    pub fn retain<F: FnMut(&T) -> bool>(&mut self, mut f: F) {
+        self.heap.retain(|e| f(&e.item));
+    }
+
+    /// Removes all timers (the sequence counter keeps counting).
+    pub fn clear(&mut self) {
+        self.heap.clear();
+    }
+
+    /// Removes all timers and returns their items, in unspecified order.
+    pub fn drain(&mut self) -> Vec<T> {
+        self.heap.drain().map(|e| e.item).collect()
+    }
+}
+
+impl<T> std::fmt::Debug for TimerHeap<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TimerHeap")
+            .field("len", &self.heap.len())
+            .field("next_when", &self.peek_when())
+            .finish()
+    }
+}
+
+impl<T> TimerHeap<T> {
+    /// Iterates over the items in no particular order (for GC traversal and snapshots).
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.heap.iter().map(|e| &e.item)
+    }
+}

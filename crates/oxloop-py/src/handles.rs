@@ -1,0 +1,367 @@
+//! `Handle` and `TimerHandle`: what `call_soon`, `call_later` and the fd watchers return,
+//! mirroring `asyncio.events.Handle` / `asyncio.events.TimerHandle`.
+//!
+//! A handle holds its callback, its arguments and the `contextvars.Context` it runs in.
+//! Running it enters the context with `PyContext_Enter` and calls the callback directly
+//! (no `Context.run` bound-method call, no argument tuple rebuilt); an exception other than
+//! `SystemExit`/`KeyboardInterrupt` goes to the loop's exception handler, exactly as
+//! `asyncio.Handle._run` does.
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use pyo3::{PyTraverseError, PyVisit};
+
+use crate::helpers;
+
+#[pyclass(subclass, weakref, module = "oxloop._oxloop")]
+pub struct Handle {
+    pub(crate) callback: Option<Py<PyAny>>,
+    pub(crate) args: Option<Py<PyTuple>>,
+    pub(crate) context: Option<Py<PyAny>>,
+    pub(crate) loop_: Option<Py<PyAny>>,
+    pub(crate) cancelled: bool,
+    pub(crate) source_traceback: Option<Py<PyAny>>,
+    /// Representation kept when cancelled in debug mode (as asyncio does).
+    pub(crate) repr: Option<String>,
+    /// Only meaningful for `TimerHandle`.
+    pub(crate) when: f64,
+    /// Only meaningful for `TimerHandle`: still in the loop's timer heap.
+    pub(crate) scheduled: bool,
+}
+
+impl Handle {
+    pub(crate) fn new(
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        loop_: Py<PyAny>,
+        context: Py<PyAny>,
+    ) -> Handle {
+        Handle {
+            callback: Some(callback),
+            args: Some(args),
+            context: Some(context),
+            loop_: Some(loop_),
+            cancelled: false,
+            source_traceback: None,
+            repr: None,
+            when: 0.0,
+            scheduled: false,
+        }
+    }
+}
+
+/// Copy of the current context, as `contextvars.copy_context()`.
+pub(crate) fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    // SAFETY: we hold the GIL; PyContext_CopyCurrent returns a new reference or NULL with an
+    // exception set, which from_owned_ptr_or_err turns into a PyErr.
+    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()).map(Bound::unbind) }
+}
+
+/// Calls `callback(*args)` inside `context`. Returns the callback's error, if any.
+pub(crate) fn call_in_context(
+    py: Python<'_>,
+    callback: &Py<PyAny>,
+    args: &Py<PyTuple>,
+    context: &Py<PyAny>,
+) -> PyResult<()> {
+    // SAFETY: GIL held; `context` is a contextvars.Context (checked when the handle was made:
+    // PyContext_Enter raises TypeError otherwise, which we report as an error).
+    if unsafe { ffi::PyContext_Enter(context.as_ptr()) } < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    let nargs = args.bind(py).len();
+    // SAFETY: GIL held; callback and args are valid owned references kept alive by the caller
+    // for the duration of the call. The result is a new reference or NULL with an exception set.
+    let res = unsafe {
+        if nargs == 0 {
+            ffi::PyObject_CallNoArgs(callback.as_ptr())
+        } else {
+            ffi::PyObject_Call(callback.as_ptr(), args.as_ptr(), std::ptr::null_mut())
+        }
+    };
+    let out = if res.is_null() {
+        Err(PyErr::fetch(py))
+    } else {
+        // SAFETY: res is a new, non-null reference that we own and release here.
+        unsafe { ffi::Py_DECREF(res) };
+        Ok(())
+    };
+    // SAFETY: GIL held; we entered this very context above. Exiting can only fail if the
+    // context is not the current one, which the callback cannot arrange.
+    if unsafe { ffi::PyContext_Exit(context.as_ptr()) } < 0 {
+        let exit_err = PyErr::fetch(py);
+        return out.and(Err(exit_err));
+    }
+    out
+}
+
+/// Runs a handle as `asyncio.Handle._run` does. Only SystemExit and KeyboardInterrupt propagate.
+pub(crate) fn run_handle(py: Python<'_>, handle: &Bound<'_, Handle>) -> PyResult<()> {
+    let (callback, args, context) = {
+        let h = handle.borrow();
+        match (&h.callback, &h.args, &h.context) {
+            (Some(c), Some(a), Some(x)) => (c.clone_ref(py), a.clone_ref(py), x.clone_ref(py)),
+            _ => return Ok(()),
+        }
+    };
+    match call_in_context(py, &callback, &args, &context) {
+        Ok(()) => Ok(()),
+        Err(err) => report_callback_error(py, handle.as_any(), &callback, &args, err),
+    }
+}
+
+/// The error path of a callback: SystemExit/KeyboardInterrupt propagate, everything else
+/// becomes a `call_exception_handler` context like asyncio's.
+pub(crate) fn report_callback_error(
+    py: Python<'_>,
+    handle: &Bound<'_, PyAny>,
+    callback: &Py<PyAny>,
+    args: &Py<PyTuple>,
+    err: PyErr,
+) -> PyResult<()> {
+    if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py) {
+        return Err(err);
+    }
+    helpers::get(py)?
+        .callback_error
+        .call1(py, (handle, callback, args, err.into_value(py)))?;
+    Ok(())
+}
+
+fn handle_repr(slf: &Bound<'_, PyAny>) -> PyResult<String> {
+    let py = slf.py();
+    helpers::get(py)?.handle_repr.call1(py, (slf,))?.extract(py)
+}
+
+#[pymethods]
+impl Handle {
+    #[new]
+    #[pyo3(signature = (callback, args, r#loop, context=None))]
+    fn py_new(
+        py: Python<'_>,
+        callback: Py<PyAny>,
+        args: Bound<'_, PyAny>,
+        r#loop: Py<PyAny>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Handle> {
+        let args = PyTuple::new(py, args.try_iter()?.collect::<PyResult<Vec<_>>>()?)?.unbind();
+        let context = match context {
+            Some(c) if !c.is_none(py) => c,
+            _ => copy_context(py)?,
+        };
+        Ok(Handle::new(callback, args, r#loop, context))
+    }
+
+    /// Cancel the callback. A cancelled callback is never run.
+    pub(crate) fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (was_cancelled, loop_, scheduled) = {
+            let h = slf.borrow();
+            (
+                h.cancelled,
+                h.loop_.as_ref().map(|l| l.clone_ref(py)),
+                h.scheduled,
+            )
+        };
+        if was_cancelled {
+            return Ok(());
+        }
+        if scheduled {
+            if let Some(l) = &loop_ {
+                crate::base_events::timer_handle_cancelled(l.bind(py), slf)?;
+            }
+        }
+        let debug = match &loop_ {
+            Some(l) => crate::base_events::loop_debug(l.bind(py))?,
+            None => false,
+        };
+        let repr = if debug {
+            Some(handle_repr(slf.as_any())?)
+        } else {
+            None
+        };
+        let mut h = slf.borrow_mut();
+        h.cancelled = true;
+        if repr.is_some() {
+            h.repr = repr;
+        }
+        // Drop references to the callback and its arguments to break cycles, as asyncio does.
+        h.callback = None;
+        h.args = None;
+        Ok(())
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancelled
+    }
+
+    fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.context.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    /// Run the callback now (asyncio's private `Handle._run`, used by tests and tools).
+    fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
+        run_handle(slf.py(), slf)
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        if let Some(r) = &slf.borrow().repr {
+            return Ok(r.clone());
+        }
+        handle_repr(slf.as_any())
+    }
+
+    #[getter]
+    fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.callback.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    #[getter]
+    fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
+        self.args.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    #[getter]
+    fn _context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.context.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.loop_.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    #[getter]
+    fn _cancelled(&self) -> bool {
+        self.cancelled
+    }
+
+    #[getter]
+    fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.source_traceback.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    #[setter(_source_traceback)]
+    fn set_source_traceback_attr(&mut self, value: Option<Py<PyAny>>) {
+        self.source_traceback = value;
+    }
+
+    #[getter]
+    fn _repr(&self) -> Option<String> {
+        self.repr.clone()
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(x) = &self.callback {
+            visit.call(x)?;
+        }
+        if let Some(x) = &self.args {
+            visit.call(x)?;
+        }
+        if let Some(x) = &self.context {
+            visit.call(x)?;
+        }
+        if let Some(x) = &self.loop_ {
+            visit.call(x)?;
+        }
+        if let Some(x) = &self.source_traceback {
+            visit.call(x)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.callback = None;
+        self.args = None;
+        self.context = None;
+        self.loop_ = None;
+        self.source_traceback = None;
+    }
+}
+
+/// A handle scheduled for a point in time (`call_later`, `call_at`).
+#[pyclass(extends = Handle, module = "oxloop._oxloop")]
+pub struct TimerHandle;
+
+#[pymethods]
+impl TimerHandle {
+    #[new]
+    #[pyo3(signature = (when, callback, args, r#loop, context=None))]
+    fn py_new(
+        py: Python<'_>,
+        when: f64,
+        callback: Py<PyAny>,
+        args: Bound<'_, PyAny>,
+        r#loop: Py<PyAny>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<PyClassInitializer<TimerHandle>> {
+        let mut h = Handle::py_new(py, callback, args, r#loop, context)?;
+        h.when = when;
+        Ok(PyClassInitializer::from(h).add_subclass(TimerHandle))
+    }
+
+    /// The absolute time (in `loop.time()` terms) the callback is scheduled for.
+    fn when(slf: PyRef<'_, Self>) -> f64 {
+        slf.as_super().when
+    }
+
+    #[getter]
+    fn _when(slf: PyRef<'_, Self>) -> f64 {
+        slf.as_super().when
+    }
+
+    #[getter]
+    fn _scheduled(slf: PyRef<'_, Self>) -> bool {
+        slf.as_super().scheduled
+    }
+
+    fn __hash__(slf: PyRef<'_, Self>) -> PyResult<isize> {
+        let py = slf.py();
+        pyo3::types::PyFloat::new(py, slf.as_super().when).hash()
+    }
+
+    fn __richcmp__(
+        slf: PyRef<'_, Self>,
+        other: &Bound<'_, PyAny>,
+        op: pyo3::basic::CompareOp,
+    ) -> PyResult<Py<PyAny>> {
+        use pyo3::basic::CompareOp::*;
+        let py = other.py();
+        let Ok(other) = other.cast::<TimerHandle>() else {
+            return Ok(py.NotImplemented());
+        };
+        let a = slf.as_super();
+        let o = other.borrow();
+        let b = o.as_super();
+        let r = match op {
+            Lt => a.when < b.when,
+            Le => a.when < b.when || handles_equal(py, &a, b),
+            Gt => a.when > b.when,
+            Ge => a.when > b.when || handles_equal(py, &a, b),
+            Eq => handles_equal(py, &a, b),
+            Ne => !handles_equal(py, &a, b),
+        };
+        Ok(pyo3::types::PyBool::new(py, r).to_owned().into_any().unbind())
+    }
+}
+
+/// TimerHandle equality as asyncio defines it: same when, callback, args and cancelled flag.
+fn handles_equal(py: Python<'_>, a: &Handle, b: &Handle) -> bool {
+    fn same(py: Python<'_>, x: Option<&Py<PyAny>>, y: Option<&Py<PyAny>>) -> bool {
+        match (x, y) {
+            (None, None) => true,
+            (Some(x), Some(y)) => x.bind(py).eq(y.bind(py)).unwrap_or(false),
+            _ => false,
+        }
+    }
+    a.when == b.when
+        && same(py, a.callback.as_ref(), b.callback.as_ref())
+        && same(
+            py,
+            a.args.as_ref().map(|x| x.as_any()),
+            b.args.as_ref().map(|x| x.as_any()),
+        )
+        && a.cancelled == b.cancelled
+}

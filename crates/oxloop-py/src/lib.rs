@@ -1,0 +1,22 @@
+//! `oxloop._oxloop`: the native half of oxloop. This file only registers the module.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod base_events;
+mod errors;
+mod handles;
+mod helpers;
+mod selector_events;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<handles::Handle>()?;
+    m.add_class::<handles::TimerHandle>()?;
+    m.add_class::<base_events::LoopCore>()?;
+    m.add_function(wrap_pyfunction!(selector_events::selector_kinds, m)?)?;
+    m.add_function(wrap_pyfunction!(selector_events::default_selector, m)?)?;
+    m.add_function(wrap_pyfunction!(selector_events::clock_resolution, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,357 @@
+//! fd watching (asyncio's `selector_events.py`: `_add_reader`, `_remove_reader`,
+//! `_add_writer`, `_remove_writer`, `_process_events`) on a native selector.
+//!
+//! With a Python `selectors` object the loop delegates these to asyncio's own
+//! `BaseSelectorEventLoop` methods, which keep `(reader, writer)` in each key's data exactly as
+//! asyncio does; only the native selectors keep their watchers in `LoopCore::io`.
+
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use oxloop_core::selector::{new_selector, Event, Interest, Selector, SelectorKind};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyInt, PyString, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
+
+use crate::base_events::{closed_error, LoopCore, Poller};
+use crate::errors::to_pyerr;
+use crate::handles::Handle;
+use crate::helpers;
+
+/// Token of the loop's own waker; every other token is the watched fd itself.
+pub(crate) const WAKER_TOKEN: u64 = u64::MAX;
+
+/// One natively watched fd: the object it was registered with, its callbacks, its interest.
+pub(crate) struct IoEntry {
+    pub fileobj: Py<PyAny>,
+    pub reader: Option<Py<Handle>>,
+    pub writer: Option<Py<Handle>>,
+    pub interest: Interest,
+}
+
+impl IoEntry {
+    /// `(events, fileobj, reader, writer)` as a `selectors.SelectorKey` would carry them.
+    pub fn key(&self, py: Python<'_>) -> (u8, Py<PyAny>, Py<PyAny>, Py<PyAny>) {
+        let opt = |h: &Option<Py<Handle>>| match h {
+            Some(h) => h.clone_ref(py).into_any(),
+            None => py.None(),
+        };
+        (
+            self.interest.bits(),
+            self.fileobj.clone_ref(py),
+            opt(&self.reader),
+            opt(&self.writer),
+        )
+    }
+
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.fileobj)?;
+        if let Some(h) = &self.reader {
+            visit.call(h)?;
+        }
+        if let Some(h) = &self.writer {
+            visit.call(h)?;
+        }
+        Ok(())
+    }
+}
+
+/// Builds the loop's poller from the `selector` argument of `SelectorEventLoop`.
+pub(crate) fn make_poller(selector: Option<&Bound<'_, PyAny>>) -> PyResult<Poller> {
+    let kind = match selector {
+        None => SelectorKind::default_for_platform(),
+        Some(s) if s.is_none() => SelectorKind::default_for_platform(),
+        Some(s) if s.is_instance_of::<PyString>() => {
+            let name: String = s.extract()?;
+            SelectorKind::from_name(&name).ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "unknown selector {name:?}: expected 'epoll', 'poll', 'select' or 'kqueue'"
+                ))
+            })?
+        }
+        Some(s) => {
+            for attr in ["register", "unregister", "modify", "select", "get_map", "close"] {
+                if !s.hasattr(attr)? {
+                    return Err(PyTypeError::new_err(format!(
+                        "selector must be None, a selector name or a selectors.BaseSelector, \
+                         got {} (no {attr}())",
+                        s.repr()?
+                    )));
+                }
+            }
+            return Ok(Poller::Python(s.clone().unbind()));
+        }
+    };
+    let sel: Arc<dyn Selector> = Arc::from(new_selector(kind).map_err(to_pyerr)?);
+    Ok(Poller::Native(sel))
+}
+
+/// The names of the native selectors and whether this build has them.
+#[pyfunction]
+pub(crate) fn selector_kinds() -> Vec<(&'static str, bool)> {
+    [
+        SelectorKind::Epoll,
+        SelectorKind::Poll,
+        SelectorKind::Select,
+        SelectorKind::Kqueue,
+    ]
+    .iter()
+    .map(|k| (k.name(), k.is_available()))
+    .collect()
+}
+
+/// `selectors._fileobj_to_fd`, plus the fallback of `_fileobj_lookup`: an object that no
+/// longer has a valid fileno() (a closed socket) is found among the registered ones.
+fn fileobj_lookup(core: &LoopCore, fileobj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    match fileobj_to_fd(fileobj) {
+        Ok(fd) => Ok(fd),
+        Err(e) => {
+            for (fd, entry) in core.io.iter() {
+                if entry.fileobj.bind(fileobj.py()).is(fileobj) {
+                    return Ok(*fd);
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+fn fileobj_to_fd(fileobj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    let fd: i64 = if fileobj.is_instance_of::<PyInt>() {
+        fileobj.extract()?
+    } else {
+        let invalid = || PyValueError::new_err(format!("Invalid file object: {}", repr(fileobj)));
+        let r = fileobj.call_method0("fileno").and_then(|n| n.call_method0("__int__"));
+        match r {
+            Ok(n) => n.extract().map_err(|_| invalid())?,
+            Err(e) => {
+                let py = fileobj.py();
+                if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py)
+                    || e.is_instance_of::<PyTypeError>(py)
+                    || e.is_instance_of::<PyValueError>(py)
+                {
+                    return Err(invalid());
+                }
+                return Err(e);
+            }
+        }
+    };
+    if fd < 0 {
+        return Err(PyValueError::new_err(format!(
+            "Invalid file descriptor: {fd}"
+        )));
+    }
+    RawFd::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
+}
+
+fn repr(o: &Bound<'_, PyAny>) -> String {
+    o.repr().map(|r| r.to_string()).unwrap_or_else(|_| "<object>".into())
+}
+
+fn native(core: &LoopCore) -> Option<Arc<dyn Selector>> {
+    match &core.poller {
+        Some(Poller::Native(s)) => Some(Arc::clone(s)),
+        _ => None,
+    }
+}
+
+/// `_add_reader` (read=true) / `_add_writer` (read=false). Returns the new handle.
+pub(crate) fn add_watcher(
+    slf: &Bound<'_, LoopCore>,
+    fileobj: &Bound<'_, PyAny>,
+    callback: Py<PyAny>,
+    args: Py<PyTuple>,
+    read: bool,
+) -> PyResult<Py<PyAny>> {
+    let py = slf.py();
+    let (closed, sel, debug) = {
+        let me = slf.borrow();
+        (me.closed, native(&me), me.debug)
+    };
+    if closed {
+        return Err(closed_error());
+    }
+    let Some(sel) = sel else {
+        // A Python selector object: asyncio's own implementation, unchanged.
+        let name = if read { "_add_reader" } else { "_add_writer" };
+        let mut call_args = vec![slf.clone().into_any(), fileobj.clone(), callback.into_bound(py)];
+        call_args.extend(args.bind(py).iter());
+        let base = helpers::get(py)?.base_selector_loop.bind(py);
+        return Ok(base
+            .getattr(name)?
+            .call1(PyTuple::new(py, call_args)?)?
+            .unbind());
+    };
+    let fd = fileobj_lookup(&slf.borrow(), fileobj)?;
+    let handle = LoopCore::new_handle(slf, callback, args, None, None, debug)?;
+    let flag = if read {
+        Interest::READABLE
+    } else {
+        Interest::WRITABLE
+    };
+    let old = {
+        let mut me = slf.borrow_mut();
+        match me.io.get_mut(&fd) {
+            Some(entry) => {
+                let interest = entry.interest.add(flag);
+                if interest != entry.interest {
+                    sel.reregister(fd, fd as u64, interest).map_err(to_pyerr)?;
+                    entry.interest = interest;
+                }
+                let slot = if read {
+                    &mut entry.reader
+                } else {
+                    &mut entry.writer
+                };
+                slot.replace(handle.clone_ref(py))
+            }
+            None => {
+                sel.register(fd, fd as u64, flag).map_err(to_pyerr)?;
+                let h = Some(handle.clone_ref(py));
+                let (reader, writer) = if read { (h, None) } else { (None, h) };
+                me.io.insert(
+                    fd,
+                    IoEntry {
+                        fileobj: fileobj.clone().unbind(),
+                        reader,
+                        writer,
+                        interest: flag,
+                    },
+                );
+                None
+            }
+        }
+    };
+    if let Some(old) = old {
+        Handle::cancel(old.bind(py))?;
+    }
+    Ok(handle.into_any())
+}
+
+/// `_remove_reader` / `_remove_writer`: True if a callback was removed.
+pub(crate) fn remove_watcher(
+    slf: &Bound<'_, LoopCore>,
+    fileobj: &Bound<'_, PyAny>,
+    read: bool,
+) -> PyResult<bool> {
+    let py = slf.py();
+    let (closed, sel) = {
+        let me = slf.borrow();
+        (me.closed, native(&me))
+    };
+    if closed {
+        return Ok(false);
+    }
+    let Some(_) = sel else {
+        let name = if read {
+            "_remove_reader"
+        } else {
+            "_remove_writer"
+        };
+        let base = helpers::get(py)?.base_selector_loop.bind(py);
+        return base.getattr(name)?.call1((slf, fileobj))?.is_truthy();
+    };
+    let fd = fileobj_lookup(&slf.borrow(), fileobj)?;
+    remove_fd(slf, fd, read)
+}
+
+fn remove_fd(slf: &Bound<'_, LoopCore>, fd: RawFd, read: bool) -> PyResult<bool> {
+    let py = slf.py();
+    let (handle, gone) = {
+        let mut me = slf.borrow_mut();
+        let Some(sel) = native(&me) else {
+            return Ok(false);
+        };
+        let Some(entry) = me.io.get_mut(&fd) else {
+            return Ok(false);
+        };
+        let flag = if read {
+            Interest::READABLE
+        } else {
+            Interest::WRITABLE
+        };
+        let interest = entry.interest.remove(flag);
+        let handle = if read {
+            entry.reader.take()
+        } else {
+            entry.writer.take()
+        };
+        if interest.is_empty() {
+            // Like asyncio's EpollSelector.unregister: a closed fd is already gone, fine.
+            let _ = sel.deregister(fd);
+            (handle, me.io.remove(&fd))
+        } else {
+            if interest != entry.interest {
+                entry.interest = interest;
+                sel.reregister(fd, fd as u64, interest).map_err(to_pyerr)?;
+            }
+            (handle, None)
+        }
+    };
+    drop(gone);
+    match handle {
+        Some(h) => {
+            Handle::cancel(h.bind(py))?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Queues the callbacks of the fds that are ready (asyncio's `_process_events`).
+pub(crate) fn process_native_events(
+    slf: &Bound<'_, LoopCore>,
+    events: &mut [Event],
+) -> PyResult<()> {
+    let py = slf.py();
+    let mut stale: Vec<(RawFd, bool)> = Vec::new();
+    {
+        let mut me = slf.borrow_mut();
+        let mut ready: Vec<Py<PyAny>> = Vec::with_capacity(events.len());
+        for ev in events.iter() {
+            if ev.token == WAKER_TOKEN {
+                if let Some(w) = &me.waker {
+                    let _ = w.drain();
+                }
+                continue;
+            }
+            let fd = ev.token as RawFd;
+            let Some(entry) = me.io.get(&fd) else {
+                continue;
+            };
+            for (is_ready, slot, read) in [
+                (ev.readable, &entry.reader, true),
+                (ev.writable, &entry.writer, false),
+            ] {
+                if !is_ready {
+                    continue;
+                }
+                if let Some(h) = slot {
+                    if h.borrow(py).cancelled {
+                        stale.push((fd, read));
+                    } else {
+                        ready.push(h.clone_ref(py).into_any());
+                    }
+                }
+            }
+        }
+        me.ready.extend(ready);
+    }
+    for (fd, read) in stale {
+        remove_fd(slf, fd, read)?;
+    }
+    Ok(())
+}
+
+/// The name of the platform's default native selector.
+#[pyfunction]
+pub(crate) fn default_selector() -> &'static str {
+    SelectorKind::default_for_platform().name()
+}
+
+/// The resolution of the loop's clock, in seconds.
+#[pyfunction]
+pub(crate) fn clock_resolution() -> f64 {
+    oxloop_core::clock::resolution()
+}

@@ -1,0 +1,50 @@
+"""The selector view that asyncio's inherited code sees as ``loop._selector`` on a native loop.
+
+asyncio's transports only ask a loop's selector which events an fd is watched for (in their
+reprs), so a native loop answers from its own table; a loop built on a Python ``selectors``
+object keeps that object as ``_selector``, exactly as asyncio does.
+"""
+
+import selectors
+from collections.abc import Mapping
+
+
+class _NativeMapping(Mapping):
+    def __init__(self, view):
+        self._view = view
+
+    def __len__(self):
+        return len(self._view._loop._oxloop_fds())
+
+    def __iter__(self):
+        return iter(self._view._loop._oxloop_fds())
+
+    def __getitem__(self, fileobj):
+        key = self._view.get_key(fileobj)
+        return key
+
+
+class NativeSelector:
+    """Read-only view of a native loop's fd watchers, shaped like ``selectors.BaseSelector``."""
+
+    def __init__(self, loop, name):
+        self._loop = loop
+        self.name = name
+
+    def __repr__(self):
+        return f"<oxloop native {self.name} selector>"
+
+    def get_key(self, fileobj):
+        fd = fileobj if isinstance(fileobj, int) else selectors._fileobj_to_fd(fileobj)
+        found = self._loop._oxloop_key(fd)
+        if found is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        events, obj, reader, writer = found
+        return selectors.SelectorKey(obj, fd, events, (reader, writer))
+
+    def get_map(self):
+        return _NativeMapping(self)
+
+    def close(self):
+        # The loop's close() releases the native selector itself.
+        pass

@@ -1,0 +1,80 @@
+"""oxloop's selector event loop for Unix (the counterpart of asyncio/unix_events.py).
+
+``SelectorEventLoop`` = the native core (``oxloop._oxloop.LoopCore``: scheduling, timers, the
+selector and fd watching, in Rust) + asyncio's own ``_UnixSelectorEventLoop`` for everything
+the core does not implement natively yet (low-level socket calls, signals, transports, pipes,
+subprocesses). Methods of the core take precedence in the MRO.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+import sys
+import threading
+from asyncio import base_events, events, unix_events
+from typing import Optional, Union
+
+from . import _oxloop
+from .selector_events import NativeSelector
+
+__all__ = ("SelectorEventLoop", "EventLoopPolicy")
+
+
+class SelectorEventLoop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
+    """asyncio's SelectorEventLoop on oxloop's native core.
+
+    ``selector`` is None (the platform's best native selector: epoll on Linux), a native
+    selector's name ("epoll", "poll", "select", "kqueue"), or any ``selectors.BaseSelector``
+    instance, which the loop then drives exactly as asyncio would.
+    """
+
+    def __init__(self, selector: Optional[Union[str, selectors.BaseSelector]] = None) -> None:
+        name = self._oxloop_init(selector)
+        super().__init__(NativeSelector(self, name) if name is not None else selector)
+
+    def __repr__(self) -> str:
+        sel = self._selector
+        kind = sel.name if isinstance(sel, NativeSelector) else type(sel).__name__
+        return (
+            f"<{type(self).__name__} running={self.is_running()} "
+            f"closed={self.is_closed()} debug={self.get_debug()} selector={kind}>"
+        )
+
+    def run_forever(self) -> None:
+        """Run until stop() is called (asyncio's setup and cleanup around the native loop)."""
+        if hasattr(base_events.BaseEventLoop, "_run_forever_setup"):  # Python 3.13+
+            try:
+                self._run_forever_setup()
+                self._run_forever_inner()
+            finally:
+                self._run_forever_cleanup()
+            return
+        self._check_closed()
+        self._check_running()
+        self._set_coroutine_origin_tracking(self._debug)
+        old_agen_hooks = sys.get_asyncgen_hooks()
+        try:
+            self._thread_id = threading.get_ident()
+            sys.set_asyncgen_hooks(
+                firstiter=self._asyncgen_firstiter_hook,
+                finalizer=self._asyncgen_finalizer_hook,
+            )
+            events._set_running_loop(self)
+            self._run_forever_inner()
+        finally:
+            self._stopping = False
+            self._thread_id = None
+            events._set_running_loop(None)
+            self._set_coroutine_origin_tracking(False)
+            sys.set_asyncgen_hooks(*old_agen_hooks)
+
+    def close(self) -> None:
+        super().close()
+        self._oxloop_close()
+
+
+class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    """asyncio's default policy, making oxloop loops."""
+
+    _loop_factory = SelectorEventLoop
