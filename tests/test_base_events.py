@@ -742,17 +742,18 @@ def test_run_until_complete_while_running(loop):
     assert loop.run_until_complete(outer()) == "This event loop is already running"
 
 
-def test_run_other_loop_of_same_kind_inside_running_loop(loop_factory, loop):
+@pytest.mark.parametrize("method", ["run_forever", "run_until_complete"])
+def test_run_other_loop_of_same_kind_inside_running_loop(loop_factory, loop, method):
+    # One call per test: on 3.13.0, a run_forever() refused by _check_running
+    # still runs its cleanup and clears the running loop (a CPython bug).
     other = loop_factory()
     try:
         async def main():
-            with pytest.raises(RuntimeError, match=exact(
-                    "Cannot run the event loop while another loop is running")):
-                other.run_forever()
             fut = other.create_future()
+            args = (fut,) if method == "run_until_complete" else ()
             with pytest.raises(RuntimeError, match=exact(
                     "Cannot run the event loop while another loop is running")):
-                other.run_until_complete(fut)
+                getattr(other, method)(*args)
             return "ok"
 
         assert loop.run_until_complete(main()) == "ok"

@@ -222,6 +222,9 @@ mod tests {
         let fl = unsafe { libc::fcntl(r.as_raw_fd(), libc::F_GETFL) };
         assert_eq!(fl & libc::O_NONBLOCK, 0);
         fd_is_valid(r.as_raw_fd()).unwrap();
-        assert_eq!(fd_is_valid(-1).unwrap_err().raw_os_error(), Some(libc::EBADF));
+        assert_eq!(
+            fd_is_valid(-1).unwrap_err().raw_os_error(),
+            Some(libc::EBADF)
+        );
     }
 }

@@ -97,7 +97,8 @@ impl Waker {
             Inner::Pipe { write, .. } => {
                 let byte = 1u8;
                 // SAFETY: writes the single byte `byte`, a live local.
-                let r = cvt(unsafe { libc::write(write.as_raw_fd(), (&byte as *const u8).cast(), 1) });
+                let r =
+                    cvt(unsafe { libc::write(write.as_raw_fd(), (&byte as *const u8).cast(), 1) });
                 ok_if_would_block(r).map(drop)
             }
         }
@@ -187,7 +188,7 @@ mod tests {
     fn eventfd_counter_full_is_ok() {
         let w = Waker::new().unwrap();
         let max: u64 = u64::MAX - 1; // the largest value an eventfd counter holds
-        // SAFETY: writes the 8 bytes of `max`, a live local.
+                                     // SAFETY: writes the 8 bytes of `max`, a live local.
         let r = cvt(unsafe { libc::write(w.fd(), (&max as *const u64).cast(), 8) });
         assert_eq!(r.unwrap(), 8);
         w.wake().unwrap(); // would overflow: EAGAIN, reported as success

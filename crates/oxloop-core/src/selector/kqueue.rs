@@ -260,9 +260,7 @@ impl Selector for KqueueSelector {
         {
             let regs = lock(&self.regs);
             for group in ready.chunk_by(|a, b| a.0 == b.0) {
-                let what = group
-                    .iter()
-                    .fold(Interest::NONE, |acc, &(_, w)| acc.add(w));
+                let what = group.iter().fold(Interest::NONE, |acc, &(_, w)| acc.add(w));
                 if let Some(&reg) = regs.get(group[0].0) {
                     push_event(events, reg, what);
                 }

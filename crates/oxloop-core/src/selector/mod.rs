@@ -153,7 +153,8 @@ impl Interest {
         self.0 == 0
     }
 
-    /// Union.
+    /// Union (also available as `|`).
+    #[allow(clippy::should_implement_trait)] // the name is part of the API; `|` is BitOr
     pub fn add(self, other: Interest) -> Interest {
         Interest(self.0 | other.0)
     }
@@ -179,6 +180,13 @@ impl Interest {
 
     fn from_flags(readable: bool, writable: bool) -> Interest {
         Interest(u8::from(readable) | (u8::from(writable) << 1))
+    }
+}
+
+impl std::ops::BitOr for Interest {
+    type Output = Interest;
+    fn bitor(self, other: Interest) -> Interest {
+        self.add(other)
     }
 }
 
@@ -399,7 +407,11 @@ mod tests {
         assert_eq!(Interest::default(), Interest::NONE);
         assert_eq!(Interest::from_bits(0xff), Interest::BOTH);
         assert_eq!(Interest::READABLE.add(Interest::WRITABLE), Interest::BOTH);
-        assert_eq!(Interest::BOTH.remove(Interest::READABLE), Interest::WRITABLE);
+        assert_eq!(Interest::READABLE | Interest::WRITABLE, Interest::BOTH);
+        assert_eq!(
+            Interest::BOTH.remove(Interest::READABLE),
+            Interest::WRITABLE
+        );
         assert!(Interest::BOTH.is_readable() && Interest::BOTH.is_writable());
         assert!(!Interest::WRITABLE.is_readable());
         assert!(Interest::NONE.is_empty() && !Interest::READABLE.is_empty());

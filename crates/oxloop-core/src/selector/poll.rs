@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use super::fdtable::FdTable;
 use super::{
-    check_interest, lock, poll_like_readiness, push_event, Event, Interest, Registration,
-    Selector, SelectorKind,
+    check_interest, lock, poll_like_readiness, push_event, Event, Interest, Registration, Selector,
+    SelectorKind,
 };
 use crate::sys::{cvt, errno_error, fd_is_valid};
 
@@ -141,7 +141,10 @@ impl Selector for PollSelector {
     fn reregister(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
         check_interest(interest)?;
         let mut st = lock(&self.state);
-        let entry = st.regs.get_mut(fd).ok_or_else(|| errno_error(libc::ENOENT))?;
+        let entry = st
+            .regs
+            .get_mut(fd)
+            .ok_or_else(|| errno_error(libc::ENOENT))?;
         entry.reg = Registration { token, interest };
         let index = entry.index;
         st.pollfds[index].events = poll_bits(interest);
@@ -150,7 +153,10 @@ impl Selector for PollSelector {
 
     fn deregister(&self, fd: RawFd) -> io::Result<()> {
         let mut st = lock(&self.state);
-        let entry = st.regs.remove(fd).ok_or_else(|| errno_error(libc::ENOENT))?;
+        let entry = st
+            .regs
+            .remove(fd)
+            .ok_or_else(|| errno_error(libc::ENOENT))?;
         st.pollfds.swap_remove(entry.index);
         if let Some(moved) = st.pollfds.get(entry.index).map(|p| p.fd) {
             st.regs

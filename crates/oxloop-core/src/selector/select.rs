@@ -141,7 +141,10 @@ impl Selector for SelectSelector {
     fn reregister(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
         check_interest(interest)?;
         let mut st = lock(&self.state);
-        let reg = st.regs.get_mut(fd).ok_or_else(|| errno_error(libc::ENOENT))?;
+        let reg = st
+            .regs
+            .get_mut(fd)
+            .ok_or_else(|| errno_error(libc::ENOENT))?;
         *reg = Registration { token, interest };
         st.set_interest(fd, interest);
         Ok(())
@@ -149,7 +152,9 @@ impl Selector for SelectSelector {
 
     fn deregister(&self, fd: RawFd) -> io::Result<()> {
         let mut st = lock(&self.state);
-        st.regs.remove(fd).ok_or_else(|| errno_error(libc::ENOENT))?;
+        st.regs
+            .remove(fd)
+            .ok_or_else(|| errno_error(libc::ENOENT))?;
         st.set_interest(fd, Interest::NONE);
         Ok(())
     }

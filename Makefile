@@ -1,0 +1,60 @@
+# One target per job, used by the README, CI and people alike.
+#   make demo          set up and run the demo (oxloop vs asyncio, side by side)
+#   make test          set up and run every test (Rust core, pytest on every loop, CPython's
+#                      test_asyncio conformance) on the default python3 and on 3.9 and 3.13
+#   make bench-quick   the quick benchmark suite (< 3 min); make bench: the full one (< 20 min)
+
+PY ?= python3
+VENV ?= .venv
+# The other CPythons `make test` covers (oldest and newest supported).
+EXTRA_PYTHONS ?= 3.9 3.13
+
+VPY := $(VENV)/bin/python
+PYVER = $(shell $(VPY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+
+.PHONY: setup demo test test-rust test-py test-conformance test-pythons bench bench-quick fmt lint clean
+
+setup:
+	@test -x $(VPY) || $(PY) -m venv $(VENV)
+	@$(VPY) -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" pytest
+	@. $(VENV)/bin/activate && maturin develop --release -q 2>&1 | grep -v "^\(🔗\|🐍\|📦\|✏️\|🛠\)" || true
+	@$(VPY) -c 'import oxloop, sys; print("oxloop", oxloop.__version__, "built for Python", sys.version.split()[0])'
+
+demo: setup
+	$(VPY) examples/demo.py
+
+test: test-rust test-py test-conformance test-pythons
+
+test-rust:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo test -p oxloop-core
+
+test-py: setup
+	$(VPY) -m pytest tests -q -p no:cacheprovider
+
+test-conformance: setup
+	$(VPY) tests/conformance/run.py --loop oxloop --check --baseline tests/conformance/baseline-$(PYVER).json
+
+test-pythons:
+	@set -e; for v in $(EXTRA_PYTHONS); do \
+	  p=$$(scripts/find-python.sh $$v); \
+	  echo "== Python $$v ($$p)"; \
+	  $(MAKE) --no-print-directory test-py test-conformance PY=$$p VENV=.venv-$$v; \
+	done
+
+bench-quick:
+	bash benchmarks/run.sh quick
+
+bench:
+	bash benchmarks/run.sh full
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo clippy --workspace --all-targets -- -D warnings
+
+clean:
+	cargo clean
+	rm -rf .venv .venv-* build dist
