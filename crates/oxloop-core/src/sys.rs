@@ -168,6 +168,7 @@ pub(crate) fn timespec_from_duration(d: Duration) -> libc::timespec {
     ts
 }
 
+#[allow(dead_code)] // unused on targets with both epoll_pwait2-less paths compiled out
 /// Converts a timeout to whole milliseconds, rounding UP so that a wait never
 /// ends before the timeout (0.3 ms becomes 1 ms, not 0), clamped to `c_int::MAX`.
 pub(crate) fn duration_to_ms_ceil(d: Duration) -> libc::c_int {

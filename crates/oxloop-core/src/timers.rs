@@ -105,12 +105,6 @@ impl<T> TimerHeap<T> {
         self.heap.retain(|e| f(&e.item));
     }
 
-    /// All items, in unspecified order (a snapshot for introspection, like
-    /// asyncio's `_scheduled` list).
-    pub fn iter(&self) -> impl Iterator<Item = &T> + '_ {
-        self.heap.iter().map(|e| &e.item)
-    }
-
     /// Removes all timers (the sequence counter keeps counting).
     pub fn clear(&mut self) {
         self.heap.clear();

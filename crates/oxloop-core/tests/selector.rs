@@ -182,6 +182,18 @@ fn several_fds_one_event_each() {
         events.sort_by_key(|e| e.token);
         let want: Vec<_> = (0..5).map(|i| ev(i, i % 2 == 0, true)).collect();
         assert_eq!(events, want, "{kind}");
+        // Remove some from the middle; the rest keep their tokens and interest.
+        sel.deregister(socks[1].0.as_raw_fd()).unwrap();
+        sel.deregister(socks[2].0.as_raw_fd()).unwrap();
+        sel.reregister(socks[4].0.as_raw_fd(), 44, Interest::READABLE)
+            .unwrap();
+        let mut events = poll_now(&*sel);
+        events.sort_by_key(|e| e.token);
+        assert_eq!(
+            events,
+            [ev(0, true, true), ev(3, false, true), ev(44, true, false)],
+            "{kind}"
+        );
     }
 }
 

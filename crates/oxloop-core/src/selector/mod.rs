@@ -29,7 +29,8 @@
 //!   `ValueError` too): deregister instead. With level-triggered epoll an fd
 //!   registered for nothing would still report hang-ups and spin the loop.
 //! * epoll and kqueue report errors straight from the kernel; poll and select
-//!   emulate the same errno values (`EBADF` via `fcntl(F_GETFD)`).
+//!   emulate the same errno values (`EBADF` via `fcntl(F_GETFD)`, checked at
+//!   `register` only: they do not notice a later close until `select`).
 //! * The select backend only accepts fds below `FD_SETSIZE` (1024):
 //!   [`max_fd`](Selector::max_fd) says so, and `register` of a larger fd fails
 //!   with `InvalidInput`, "filedescriptor out of range in select()".
@@ -51,9 +52,9 @@
 //!   polls. Any other timeout has sub-millisecond precision where the kernel
 //!   offers it (`epoll_pwait2`, `ppoll`, `pselect`, `kevent` take a
 //!   `timespec`) and is otherwise rounded UP to the next millisecond
-//!   (`epoll_wait` on kernels before 5.11, `poll` on macOS): a wait never ends
-//!   early because of rounding. Timeouts are clamped to 10^8 s (about three
-//!   years). As with any kernel wait, the call may return earlier with no
+//!   (`epoll_wait` on kernels before 5.11 and on Android, `poll` on macOS): a
+//!   wait never ends early because of rounding. Timeouts are clamped to 10^8 s
+//!   (about three years; `epoll_wait` and `poll`: `c_int::MAX` ms, 24.8 days). As with any kernel wait, the call may return earlier with no
 //!   events (a signal, a registration change); callers loop on their timers.
 //! * If a signal interrupts the wait, `select` returns an error of kind
 //!   [`io::ErrorKind::Interrupted`] without retrying: the caller must run the
