@@ -138,7 +138,11 @@ impl LoopCore {
                 h.when = w;
                 h.scheduled = true;
                 let init = PyClassInitializer::from(h).add_subclass(TimerHandle);
-                Ok(Py::new(py, init)?.into_bound(py).into_any().cast_into::<Handle>()?.unbind())
+                Ok(Py::new(py, init)?
+                    .into_bound(py)
+                    .into_any()
+                    .cast_into::<Handle>()?
+                    .unbind())
             }
         }
     }
@@ -216,10 +220,10 @@ impl LoopCore {
             let removed = me.compact_timers(py);
             let timeout = if !me.ready.is_empty() || me.stopping {
                 Some(0.0)
-            } else if let Some(when) = me.timers.peek_when() {
-                Some((when - clock::monotonic()).clamp(0.0, MAXIMUM_SELECT_TIMEOUT))
             } else {
-                None
+                me.timers
+                    .peek_when()
+                    .map(|when| (when - clock::monotonic()).clamp(0.0, MAXIMUM_SELECT_TIMEOUT))
             };
             let poller = match &me.poller {
                 Some(p) => p.clone_ref(py),
@@ -232,7 +236,8 @@ impl LoopCore {
         match poller {
             Poller::Native(sel) => {
                 let mut events = std::mem::take(&mut slf.borrow_mut().events);
-                let res = py.detach(|| sel.select(&mut events, timeout.map(Duration::from_secs_f64)));
+                let res =
+                    py.detach(|| sel.select(&mut events, timeout.map(Duration::from_secs_f64)));
                 let res = match res {
                     Ok(()) => Ok(()),
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
@@ -305,9 +310,7 @@ impl LoopCore {
         res?;
         let limit: f64 = slf.getattr("slow_callback_duration")?.extract()?;
         if dt >= limit {
-            helpers::get(py)?
-                .slow_callback
-                .call1(py, (slf, item, dt))?;
+            helpers::get(py)?.slow_callback.call1(py, (slf, item, dt))?;
         }
         Ok(())
     }
@@ -368,8 +371,12 @@ impl LoopCore {
         let waker = match &poller {
             Poller::Native(s) => {
                 let w = Arc::new(Waker::new().map_err(to_pyerr)?);
-                s.register(w.fd(), WAKER_TOKEN, oxloop_core::selector::Interest::READABLE)
-                    .map_err(to_pyerr)?;
+                s.register(
+                    w.fd(),
+                    WAKER_TOKEN,
+                    oxloop_core::selector::Interest::READABLE,
+                )
+                .map_err(to_pyerr)?;
                 Some(w)
             }
             Poller::Python(_) => None,
@@ -487,7 +494,9 @@ impl LoopCore {
             Self::debug_checks(slf, &callback, "call_soon", true)?;
         }
         let h = Self::new_handle(slf, callback, args, context, None, debug)?;
-        slf.borrow_mut().ready.push_back(h.clone_ref(slf.py()).into_any());
+        slf.borrow_mut()
+            .ready
+            .push_back(h.clone_ref(slf.py()).into_any());
         Ok(h)
     }
 
@@ -638,7 +647,7 @@ impl LoopCore {
     }
 
     /// `(events_mask, reader, writer)` for a natively watched fd, or None.
-    fn _oxloop_key(&self, py: Python<'_>, fd: RawFd) -> Option<(u8, Py<PyAny>, Py<PyAny>, Py<PyAny>)> {
+    fn _oxloop_key(&self, py: Python<'_>, fd: RawFd) -> Option<selector_events::KeyTuple> {
         self.io.get(&fd).map(|e| e.key(py))
     }
 

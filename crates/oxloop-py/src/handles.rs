@@ -332,18 +332,21 @@ impl TimerHandle {
         let Ok(other) = other.cast::<TimerHandle>() else {
             return Ok(py.NotImplemented());
         };
-        let a = slf.as_super();
+        let a: &Handle = slf.as_super();
         let o = other.borrow();
         let b = o.as_super();
         let r = match op {
             Lt => a.when < b.when,
-            Le => a.when < b.when || handles_equal(py, &a, b),
+            Le => a.when < b.when || handles_equal(py, a, b),
             Gt => a.when > b.when,
-            Ge => a.when > b.when || handles_equal(py, &a, b),
-            Eq => handles_equal(py, &a, b),
-            Ne => !handles_equal(py, &a, b),
+            Ge => a.when > b.when || handles_equal(py, a, b),
+            Eq => handles_equal(py, a, b),
+            Ne => !handles_equal(py, a, b),
         };
-        Ok(pyo3::types::PyBool::new(py, r).to_owned().into_any().unbind())
+        Ok(pyo3::types::PyBool::new(py, r)
+            .to_owned()
+            .into_any()
+            .unbind())
     }
 }
 

@@ -22,6 +22,9 @@ use crate::helpers;
 /// Token of the loop's own waker; every other token is the watched fd itself.
 pub(crate) const WAKER_TOKEN: u64 = u64::MAX;
 
+/// `(events, fileobj, reader, writer)`, the parts of a `selectors.SelectorKey`.
+pub(crate) type KeyTuple = (u8, Py<PyAny>, Py<PyAny>, Py<PyAny>);
+
 /// One natively watched fd: the object it was registered with, its callbacks, its interest.
 pub(crate) struct IoEntry {
     pub fileobj: Py<PyAny>,
@@ -32,7 +35,7 @@ pub(crate) struct IoEntry {
 
 impl IoEntry {
     /// `(events, fileobj, reader, writer)` as a `selectors.SelectorKey` would carry them.
-    pub fn key(&self, py: Python<'_>) -> (u8, Py<PyAny>, Py<PyAny>, Py<PyAny>) {
+    pub fn key(&self, py: Python<'_>) -> KeyTuple {
         let opt = |h: &Option<Py<Handle>>| match h {
             Some(h) => h.clone_ref(py).into_any(),
             None => py.None(),
@@ -71,7 +74,14 @@ pub(crate) fn make_poller(selector: Option<&Bound<'_, PyAny>>) -> PyResult<Polle
             })?
         }
         Some(s) => {
-            for attr in ["register", "unregister", "modify", "select", "get_map", "close"] {
+            for attr in [
+                "register",
+                "unregister",
+                "modify",
+                "select",
+                "get_map",
+                "close",
+            ] {
                 if !s.hasattr(attr)? {
                     return Err(PyTypeError::new_err(format!(
                         "selector must be None, a selector name or a selectors.BaseSelector, \
@@ -122,7 +132,9 @@ fn fileobj_to_fd(fileobj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
         fileobj.extract()?
     } else {
         let invalid = || PyValueError::new_err(format!("Invalid file object: {}", repr(fileobj)));
-        let r = fileobj.call_method0("fileno").and_then(|n| n.call_method0("__int__"));
+        let r = fileobj
+            .call_method0("fileno")
+            .and_then(|n| n.call_method0("__int__"));
         match r {
             Ok(n) => n.extract().map_err(|_| invalid())?,
             Err(e) => {
@@ -146,7 +158,9 @@ fn fileobj_to_fd(fileobj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
 }
 
 fn repr(o: &Bound<'_, PyAny>) -> String {
-    o.repr().map(|r| r.to_string()).unwrap_or_else(|_| "<object>".into())
+    o.repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| "<object>".into())
 }
 
 fn native(core: &LoopCore) -> Option<Arc<dyn Selector>> {
@@ -175,7 +189,11 @@ pub(crate) fn add_watcher(
     let Some(sel) = sel else {
         // A Python selector object: asyncio's own implementation, unchanged.
         let name = if read { "_add_reader" } else { "_add_writer" };
-        let mut call_args = vec![slf.clone().into_any(), fileobj.clone(), callback.into_bound(py)];
+        let mut call_args = vec![
+            slf.clone().into_any(),
+            fileobj.clone(),
+            callback.into_bound(py),
+        ];
         call_args.extend(args.bind(py).iter());
         let base = helpers::get(py)?.base_selector_loop.bind(py);
         return Ok(base
