@@ -17,6 +17,14 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(selector_events::selector_kinds, m)?)?;
     m.add_function(wrap_pyfunction!(selector_events::default_selector, m)?)?;
     m.add_function(wrap_pyfunction!(selector_events::clock_resolution, m)?)?;
+    m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
+}
+
+/// Test hook: panics inside native code, to prove a Rust panic surfaces as a Python exception
+/// (`pyo3_runtime.PanicException`) instead of aborting the process.
+#[pyfunction]
+fn _panic_for_test(message: &str) {
+    panic!("{}", message);
 }
