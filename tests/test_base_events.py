@@ -590,6 +590,129 @@ def test_call_later_after_close_raises(loop):
         loop.call_at(loop.time() + 1, noop)
 
 
+def test_due_timers_run_before_callbacks_they_schedule(loop):
+    out = []
+    now = loop.time()
+
+    def timer_a():
+        out.append("A")
+        loop.call_soon(out.append, "C-from-A")
+
+    loop.call_at(now - 1.0, timer_a)
+    loop.call_at(now - 0.5, out.append, "B")
+    run_once(loop)
+    assert out == ["A", "B"]
+    run_once(loop)
+    assert out == ["A", "B", "C-from-A"]
+
+
+def test_callable_kinds(loop):
+    import functools
+
+    out = []
+
+    class Callable:
+        def __call__(self, x):
+            out.append(("instance", x))
+
+    class Obj:
+        def method(self, x):
+            out.append(("method", x))
+
+    loop.call_soon(functools.partial(out.append, ("partial", 1)))
+    loop.call_soon(Callable(), 2)
+    loop.call_soon(Obj().method, 3)
+    loop.call_later(0, out.append, ("builtin", 4))
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    assert out == [("partial", 1), ("instance", 2), ("method", 3), ("builtin", 4)]
+
+
+def test_cancel_releases_callback_and_args(loop):
+    import gc
+    import weakref
+
+    class Payload:
+        pass
+
+    p = Payload()
+    ref = weakref.ref(p)
+    h = loop.call_later(100, noop, p)
+    hs = loop.call_soon(noop, p)
+    del p
+    gc.collect()
+    assert ref() is not None
+    h.cancel()
+    hs.cancel()
+    gc.collect()
+    assert ref() is None  # asyncio drops callback and args on cancel
+    assert h.cancelled() and hs.cancelled()
+
+
+def test_run_handle_releases_args(loop):
+    import gc
+    import weakref
+
+    class Payload:
+        pass
+
+    p = Payload()
+    ref = weakref.ref(p)
+    loop.call_soon(noop, p)
+    loop.call_later(0.001, noop, p)
+    del p
+    loop.call_later(0.005, loop.stop)
+    loop.run_forever()
+    gc.collect()
+    assert ref() is None
+
+
+def test_close_drops_pending_callbacks(loop_factory):
+    import gc
+    import weakref
+
+    class Payload:
+        pass
+
+    lp = loop_factory()
+    p = Payload()
+    ref = weakref.ref(p)
+    lp.call_soon(noop, p)
+    lp.call_later(100, noop, p)
+    lp.call_soon_threadsafe(noop, p)
+    del p
+    lp.close()
+    gc.collect()
+    assert ref() is None
+
+
+def test_closed_loop_is_garbage_collected(loop_factory):
+    import gc
+    import weakref
+
+    lp = loop_factory()
+    lp.call_soon(noop)
+    lp.call_later(100, noop)
+    lp.run_until_complete(asyncio.sleep(0))
+    lp.close()
+    ref = weakref.ref(lp)
+    del lp
+    gc.collect()
+    assert ref() is None
+
+
+def test_loop_time_resolution_below_1ms(loop):
+    deltas = set()
+    last = loop.time()
+    deadline = time.monotonic() + 0.05
+    while time.monotonic() < deadline and len(deltas) < 5:
+        now = loop.time()
+        if now != last:
+            deltas.add(now - last)
+            last = now
+    assert deltas and min(deltas) < 1e-4
+
+
 # ---------------------------------------------------------------------------
 # bad input
 
@@ -1026,6 +1149,32 @@ def test_exception_in_callback_goes_to_handler(loop, exc_handler_calls):
     exc_handler_calls.clear()
 
 
+def test_callback_error_context_keys(loop, exc_handler_calls):
+    def fails():
+        raise ValueError
+
+    loop.set_debug(False)
+    loop.call_soon(fails)
+    run_once(loop)
+    assert set(exc_handler_calls[0][1]) == {"message", "exception", "handle"}
+    exc_handler_calls.clear()
+
+
+def test_callback_error_context_in_debug_mode(loop, exc_handler_calls):
+    def fails_in_debug():
+        raise ValueError
+
+    loop.set_debug(True)
+    h = loop.call_soon(fails_in_debug)
+    run_once(loop)
+    ctx = exc_handler_calls[0][1]
+    assert set(ctx) == {"message", "exception", "handle", "source_traceback"}
+    assert ctx["handle"] is h
+    # the traceback ends where the handle was created: in this test
+    assert ctx["source_traceback"][-1][2] == "test_callback_error_context_in_debug_mode"
+    exc_handler_calls.clear()
+
+
 def test_exception_in_timer_callback_goes_to_handler(loop, exc_handler_calls):
     def failing_timer():
         raise RuntimeError("timer failed")
@@ -1347,6 +1496,31 @@ def test_slow_callback_logged_in_debug_mode(loop, caplog):
             if r.name == "asyncio" and r.levelno == logging.WARNING]
     assert any(m.startswith("Executing ") and " took " in m and "slow_callback" in m
                for m in msgs), msgs
+
+
+def test_slow_callback_message_format(loop, caplog):
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.01
+
+    def slow_cb():
+        time.sleep(0.02)
+
+    loop.call_soon(slow_cb)
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        run_once(loop)
+    msgs = [r.getMessage() for r in caplog.records if "Executing" in r.getMessage()]
+    assert len(msgs) == 1
+    assert re.match(r"^Executing <Handle .*slow_cb\(\).*> took \d+\.\d{3} seconds$", msgs[0]), msgs
+
+
+def test_debug_handle_repr_has_creation_site(loop):
+    loop.set_debug(True)
+    h = loop.call_soon(noop)
+    assert "created at " in repr(h) and "test_base_events.py" in repr(h)
+    th = loop.call_later(10, noop)
+    assert "created at " in repr(th) and "test_base_events.py" in repr(th)
+    th.cancel()
+    run_once(loop)
 
 
 def test_slow_callback_not_logged_outside_debug(loop, caplog):

@@ -30,7 +30,12 @@ class SelectorEventLoop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
     """
 
     def __init__(self, selector: Optional[Union[str, selectors.BaseSelector]] = None) -> None:
-        name = self._oxloop_init(selector)
+        try:
+            name = self._oxloop_init(selector)
+        except BaseException:
+            # Nothing was set up: let __del__ see a closed loop instead of a half-built one.
+            self._closed = True
+            raise
         super().__init__(NativeSelector(self, name) if name is not None else selector)
 
     def __repr__(self) -> str:

@@ -146,6 +146,28 @@ def verify_loop(expected):
     return found
 
 
+# Diagnostics only (--trace-loops, off by default, never used for baselines):
+# record which loop classes each test actually RAN, to tell apart the tests
+# that exercise the loop under test from those that only use test_asyncio's
+# own ``utils.TestLoop`` (a BaseEventLoop with a mocked clock) or mocks.
+# It wraps ``asyncio.events._set_running_loop`` (looked up at call time by
+# asyncio's and oxloop's run_forever), which changes no behaviour.
+LOOPS_SEEN = set()
+
+
+def install_loop_tracer():
+    import asyncio.events
+    orig = asyncio.events._set_running_loop
+
+    def _set_running_loop(loop):
+        if loop is not None:
+            LOOPS_SEEN.add("%s.%s" % (type(loop).__module__,
+                                      type(loop).__qualname__))
+        return orig(loop)
+
+    asyncio.events._set_running_loop = _set_running_loop
+
+
 # ---------------------------------------------------------------------------
 # Result recording
 # ---------------------------------------------------------------------------
@@ -163,8 +185,9 @@ def _first_line(exc_info):
 class StreamingResult(unittest.TestResult):
     """Records one final outcome per test id and streams it as JSON."""
 
-    def __init__(self, out, test_timeout):
+    def __init__(self, out, test_timeout, trace_loops=False):
         super().__init__()
+        self.trace_loops = trace_loops
         self.out = out
         self.test_timeout = test_timeout
         self.state = {}          # test id -> (outcome, msg, tb) decided so far
@@ -194,6 +217,7 @@ class StreamingResult(unittest.TestResult):
         tid = short_id(test.id())
         self.state.pop(tid, None)
         self.sub_failure.pop(tid, None)
+        LOOPS_SEEN.clear()
         if self.test_timeout:
             # per-test watchdog: dump every thread's stack and exit, so the
             # parent can mark this test as hung and resume after it.
@@ -213,7 +237,10 @@ class StreamingResult(unittest.TestResult):
             outcome, msg, tb = self.sub_failure[tid]
         else:
             outcome, msg, tb = "error", "no outcome reported by unittest", ""
-        self.emit(event="end", id=tid, outcome=outcome, msg=msg, tb=tb)
+        rec = dict(event="end", id=tid, outcome=outcome, msg=msg, tb=tb)
+        if self.trace_loops:
+            rec["loops"] = sorted(LOOPS_SEEN)
+        self.emit(**rec)
 
     def addSuccess(self, test):
         super().addSuccess(test)
@@ -303,6 +330,8 @@ def main():
     ap.add_argument("--total-timeout", type=float, default=0,
                     help="dump all stacks this many seconds in (diagnostics "
                          "for the parent's hard timeout)")
+    ap.add_argument("--trace-loops", action="store_true",
+                    help="diagnostics: record the loop classes each test ran")
     args = ap.parse_args()
 
     t0 = time.monotonic()
@@ -316,11 +345,19 @@ def main():
         out.flush()
 
     if args.loop == "oxloop":
-        oxloop = install_oxloop()
+        try:
+            oxloop = install_oxloop()
+        except BaseException:
+            sys.stderr.write("FATAL: cannot install oxloop as the loop under "
+                             "test:\n" + traceback.format_exc())
+            sys.stderr.flush()
+            os._exit(3)
         oxloop_file = getattr(oxloop, "__file__", None)
     else:
         oxloop_file = None
     found = verify_loop(args.loop)
+    if args.trace_loops:
+        install_loop_tracer()
     emit(event="begin", loop=args.loop, loop_types=found, oxloop=oxloop_file,
          python=sys.version.split()[0], pid=os.getpid())
 
@@ -360,7 +397,7 @@ def main():
             continue
         keep.append(t)
 
-    result = StreamingResult(out, args.test_timeout)
+    result = StreamingResult(out, args.test_timeout, args.trace_loops)
     unittest.TestSuite(keep).run(result)
     if args.test_timeout:
         faulthandler.cancel_dump_traceback_later()

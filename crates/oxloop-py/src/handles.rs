@@ -177,19 +177,19 @@ impl Handle {
             Some(l) => crate::base_events::loop_debug(l.bind(py))?,
             None => false,
         };
-        let repr = if debug {
-            Some(handle_repr(slf.as_any())?)
-        } else {
-            None
-        };
-        let mut h = slf.borrow_mut();
-        h.cancelled = true;
-        if repr.is_some() {
-            h.repr = repr;
+        slf.borrow_mut().cancelled = true;
+        if debug {
+            // Keep a representation (made after marking it cancelled, as asyncio does) so that
+            // "Executing <Handle cancelled ...> took ..." still names the callback.
+            let repr = handle_repr(slf.as_any())?;
+            slf.borrow_mut().repr = Some(repr);
         }
         // Drop references to the callback and its arguments to break cycles, as asyncio does.
-        h.callback = None;
-        h.args = None;
+        let (callback, args) = {
+            let mut h = slf.borrow_mut();
+            (h.callback.take(), h.args.take())
+        };
+        drop((callback, args));
         Ok(())
     }
 

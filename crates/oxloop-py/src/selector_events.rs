@@ -214,7 +214,14 @@ pub(crate) fn add_watcher(
             Some(entry) => {
                 let interest = entry.interest.add(flag);
                 if interest != entry.interest {
-                    sel.reregister(fd, fd as u64, interest).map_err(to_pyerr)?;
+                    if let Err(e) = sel.reregister(fd, fd as u64, interest) {
+                        // As asyncio's selectors: a failed modify drops the registration.
+                        let _ = sel.deregister(fd);
+                        let gone = me.io.remove(&fd);
+                        drop(me);
+                        drop(gone);
+                        return Err(to_pyerr(e));
+                    }
                     entry.interest = interest;
                 }
                 let slot = if read {
@@ -302,7 +309,14 @@ fn remove_fd(slf: &Bound<'_, LoopCore>, fd: RawFd, read: bool) -> PyResult<bool>
         } else {
             if interest != entry.interest {
                 entry.interest = interest;
-                sel.reregister(fd, fd as u64, interest).map_err(to_pyerr)?;
+                if let Err(e) = sel.reregister(fd, fd as u64, interest) {
+                    // As asyncio's selectors: a failed modify drops the registration.
+                    let _ = sel.deregister(fd);
+                    let gone = me.io.remove(&fd);
+                    drop(me);
+                    drop((handle, gone));
+                    return Err(to_pyerr(e));
+                }
             }
             (handle, None)
         }

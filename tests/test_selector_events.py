@@ -1,0 +1,1372 @@
+"""fd watching and low-level sockets (asyncio/selector_events.py).
+
+Each test runs on stock asyncio and on every oxloop loop. Where asyncio's
+behaviour depends on the selector (regular files, closed fds), the expected
+result is computed by running a stock asyncio loop with the SAME selector
+family inside the test (``loop_factory.new_stock_loop()``).
+"""
+
+import asyncio
+import errno
+import io
+import os
+import re
+import resource
+import socket
+import sys
+
+import pytest
+
+PY = sys.version_info[:2]
+
+
+def exact(msg):
+    return "^" + re.escape(msg) + "$"
+
+
+def noop(*args):
+    pass
+
+
+def run_once(loop):
+    loop.stop()
+    loop.run_forever()
+
+
+def run_until(loop, predicate, timeout=2.0):
+    """Run the loop until predicate() is true (checked every iteration)."""
+    deadline = loop.time() + timeout
+
+    def check():
+        if predicate() or loop.time() > deadline:
+            loop.stop()
+        else:
+            loop.call_soon(check)
+
+    loop.call_soon(check)
+    loop.run_forever()
+    return predicate()
+
+
+@pytest.fixture
+def pair(loop):
+    """A connected, non-blocking AF_UNIX stream socketpair (made after the loop)."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.fixture
+def tcp_listener(loop):
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    srv.setblocking(False)
+    try:
+        yield srv
+    finally:
+        srv.close()
+
+
+@pytest.fixture
+def udp_pair(loop):
+    s1 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for s in (s1, s2):
+        s.bind(("127.0.0.1", 0))
+        s.setblocking(False)
+    try:
+        yield s1, s2
+    finally:
+        s1.close()
+        s2.close()
+
+
+# ---------------------------------------------------------------------------
+# add_reader / add_writer / remove_reader / remove_writer: return values
+
+
+def test_add_reader_and_add_writer_return_none(loop, pair):
+    a, b = pair
+    assert loop.add_reader(a.fileno(), noop) is None
+    assert loop.add_writer(a.fileno(), noop) is None
+    assert loop.remove_reader(a.fileno()) is True
+    assert loop.remove_writer(a.fileno()) is True
+
+
+def test_remove_reader_true_then_false(loop, pair):
+    a, b = pair
+    loop.add_reader(a.fileno(), noop)
+    assert loop.remove_reader(a.fileno()) is True
+    assert loop.remove_reader(a.fileno()) is False
+
+
+def test_remove_writer_true_then_false(loop, pair):
+    a, b = pair
+    loop.add_writer(a.fileno(), noop)
+    assert loop.remove_writer(a.fileno()) is True
+    assert loop.remove_writer(a.fileno()) is False
+
+
+def test_remove_never_added_returns_false(loop, pair):
+    a, b = pair
+    assert loop.remove_reader(a.fileno()) is False
+    assert loop.remove_writer(a.fileno()) is False
+
+
+def test_remove_reader_when_only_writer_registered(loop, pair):
+    a, b = pair
+    loop.add_writer(a.fileno(), noop)
+    assert loop.remove_reader(a.fileno()) is False
+    assert loop.remove_writer(a.fileno()) is True
+
+
+def test_remove_writer_when_only_reader_registered(loop, pair):
+    a, b = pair
+    loop.add_reader(a.fileno(), noop)
+    assert loop.remove_writer(a.fileno()) is False
+    assert loop.remove_reader(a.fileno()) is True
+
+
+# ---------------------------------------------------------------------------
+# callbacks
+
+
+def test_reader_fires_with_args(loop, pair):
+    a, b = pair
+    got = []
+
+    def on_readable(x, y):
+        got.append((x, y, a.recv(100)))
+        loop.remove_reader(a.fileno())
+
+    loop.add_reader(a.fileno(), on_readable, "x", 2)
+    loop.call_later(0.005, b.send, b"hello")
+    assert run_until(loop, lambda: got)
+    assert got == [("x", 2, b"hello")]
+
+
+def test_reader_does_not_fire_without_data(loop, pair):
+    a, b = pair
+    got = []
+    loop.add_reader(a.fileno(), got.append, 1)
+    loop.call_later(0.02, loop.stop)
+    loop.run_forever()
+    assert got == []
+    assert loop.remove_reader(a.fileno()) is True
+
+
+def test_writer_fires_with_args(loop, pair):
+    a, b = pair
+    got = []
+
+    def on_writable(*args):
+        got.append(args)
+        loop.remove_writer(a.fileno())
+
+    loop.add_writer(a.fileno(), on_writable, "w", 3)
+    assert run_until(loop, lambda: got)
+    assert got == [("w", 3)]
+
+
+def test_reader_is_level_triggered(loop, pair):
+    a, b = pair
+    b.send(b"12345")
+    chunks = []
+
+    def read_one():
+        chunks.append(a.recv(1))
+        if len(chunks) == 5:
+            loop.remove_reader(a.fileno())
+
+    loop.add_reader(a.fileno(), read_one)
+    assert run_until(loop, lambda: len(chunks) == 5)
+    assert b"".join(chunks) == b"12345"
+    # nothing left: no more calls
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    assert len(chunks) == 5
+
+
+def test_reader_called_again_each_iteration_while_data_remains(loop, pair):
+    a, b = pair
+    b.send(b"xy")
+    calls = []
+    loop.add_reader(a.fileno(), calls.append, 1)  # never reads
+    for _ in range(3):
+        run_once(loop)
+    assert len(calls) == 3
+    assert loop.remove_reader(a.fileno()) is True
+
+
+def test_writer_is_level_triggered(loop, pair):
+    a, b = pair
+    calls = []
+    loop.add_writer(a.fileno(), calls.append, 1)
+    for _ in range(3):
+        run_once(loop)
+    assert len(calls) == 3
+    assert loop.remove_writer(a.fileno()) is True
+
+
+def test_replacing_reader_only_new_callback_fires(loop, pair):
+    a, b = pair
+    got = []
+    loop.add_reader(a.fileno(), got.append, "old")
+    loop.add_reader(a.fileno(), got.append, "new")
+    b.send(b"x")
+    run_once(loop)
+    assert got == ["new"]
+    assert loop.remove_reader(a.fileno()) is True
+    assert loop.remove_reader(a.fileno()) is False
+
+
+def test_replacing_writer_only_new_callback_fires(loop, pair):
+    a, b = pair
+    got = []
+    loop.add_writer(a.fileno(), got.append, "old")
+    loop.add_writer(a.fileno(), got.append, "new")
+    run_once(loop)
+    assert got == ["new"]
+    assert loop.remove_writer(a.fileno()) is True
+
+
+def test_replacing_reader_cancels_old_handle(loop, pair):
+    # Private API, but asyncio's own sock_recv (3.11+) relies on it:
+    # _add_reader returns the Handle and replacing it cancels the old one.
+    a, b = pair
+    h1 = loop._add_reader(a.fileno(), noop)
+    assert h1.cancelled() is False
+    h2 = loop._add_reader(a.fileno(), noop)
+    assert h1.cancelled() is True
+    assert h2.cancelled() is False
+    assert loop._remove_reader(a.fileno()) is True
+    assert h2.cancelled() is True
+
+
+def test_replacing_writer_cancels_old_handle(loop, pair):
+    a, b = pair
+    h1 = loop._add_writer(a.fileno(), noop)
+    h2 = loop._add_writer(a.fileno(), noop)
+    assert h1.cancelled() is True
+    assert h2.cancelled() is False
+    assert loop._remove_writer(a.fileno()) is True
+    assert h2.cancelled() is True
+
+
+def test_reader_and_writer_on_same_fd(loop, pair):
+    a, b = pair
+    got = []
+    loop.add_reader(a.fileno(), got.append, "r")
+    loop.add_writer(a.fileno(), got.append, "w")
+    b.send(b"x")
+    run_once(loop)
+    assert sorted(got) == ["r", "w"]
+    assert loop.remove_reader(a.fileno()) is True
+    got.clear()
+    run_once(loop)
+    assert got == ["w"]  # the writer survives removing the reader
+    assert loop.remove_writer(a.fileno()) is True
+    got.clear()
+    run_once(loop)
+    assert got == []
+
+
+def test_remove_writer_keeps_reader(loop, pair):
+    a, b = pair
+    got = []
+    loop.add_reader(a.fileno(), got.append, "r")
+    loop.add_writer(a.fileno(), got.append, "w")
+    assert loop.remove_writer(a.fileno()) is True
+    b.send(b"x")
+    run_once(loop)
+    assert got == ["r"]
+    assert loop.remove_reader(a.fileno()) is True
+
+
+def test_reader_removes_itself(loop, pair):
+    a, b = pair
+    calls = []
+
+    def once():
+        calls.append(1)
+        assert loop.remove_reader(a.fileno()) is True
+
+    b.send(b"data")  # stays unread: level-triggered, would fire forever
+    loop.add_reader(a.fileno(), once)
+    for _ in range(3):
+        run_once(loop)
+    assert calls == [1]
+
+
+def test_reader_removed_by_earlier_callback_in_same_iteration(loop):
+    p1 = socket.socketpair()
+    p2 = socket.socketpair()
+    try:
+        ran = []
+
+        def cb(name, other_fd):
+            ran.append(name)
+            loop.remove_reader(other_fd)
+
+        p1[1].send(b"x")
+        p2[1].send(b"x")
+        loop.add_reader(p1[0].fileno(), cb, "one", p2[0].fileno())
+        loop.add_reader(p2[0].fileno(), cb, "two", p1[0].fileno())
+        run_once(loop)
+        # whichever ran first removed (and cancelled) the other one
+        assert len(ran) == 1
+        loop.remove_reader(p1[0].fileno())
+        loop.remove_reader(p2[0].fileno())
+    finally:
+        for s in p1 + p2:
+            s.close()
+
+
+def test_object_with_fileno_accepted(loop, pair):
+    a, b = pair
+
+    class HasFileno:
+        def fileno(self):
+            return a.fileno()
+
+    got = []
+    loop.add_reader(HasFileno(), got.append, "obj")
+    b.send(b"x")
+    run_once(loop)
+    assert got == ["obj"]
+    # the registration is keyed by the fd: removing by int works
+    assert loop.remove_reader(a.fileno()) is True
+
+
+def test_socket_object_accepted(loop, pair):
+    a, b = pair
+    got = []
+    loop.add_reader(a, got.append, "sock")
+    loop.add_writer(a, got.append, "wsock")
+    b.send(b"x")
+    run_once(loop)
+    assert sorted(got) == ["sock", "wsock"]
+    assert loop.remove_reader(a) is True
+    assert loop.remove_writer(a.fileno()) is True
+
+
+@pytest.mark.parametrize("method", ["add_reader", "add_writer", "remove_reader", "remove_writer"])
+@pytest.mark.parametrize("bad", ["not-a-fd", None, 1.5, object()], ids=["str", "None", "float", "object"])
+def test_invalid_file_object(loop, method, bad):
+    args = (noop,) if method.startswith("add") else ()
+    with pytest.raises(ValueError, match=exact(f"Invalid file object: {bad!r}")):
+        getattr(loop, method)(bad, *args)
+
+
+def test_fileno_returning_garbage_is_invalid(loop):
+    class Bad:
+        def fileno(self):
+            return "nope"
+
+        def __repr__(self):
+            return "<Bad>"
+
+    with pytest.raises(ValueError, match=exact("Invalid file object: <Bad>")):
+        loop.add_reader(Bad(), noop)
+
+
+@pytest.mark.parametrize("method", ["add_reader", "add_writer", "remove_reader", "remove_writer"])
+def test_negative_fd(loop, method):
+    args = (noop,) if method.startswith("add") else ()
+    with pytest.raises(ValueError, match=exact("Invalid file descriptor: -1")):
+        getattr(loop, method)(-1, *args)
+
+
+def test_reader_on_pipe(loop):
+    r, w = os.pipe()
+    try:
+        os.set_blocking(r, False)
+        got = []
+
+        def on_read():
+            data = os.read(r, 100)
+            got.append(data)
+            if not data:
+                loop.remove_reader(r)
+
+        loop.add_reader(r, on_read)
+        os.write(w, b"through a pipe")
+        assert run_until(loop, lambda: got)
+        os.close(w)
+        w = None
+        assert run_until(loop, lambda: got[-1] == b"")
+        assert got == [b"through a pipe", b""]
+    finally:
+        os.close(r)
+        if w is not None:
+            os.close(w)
+
+
+def test_reader_sees_peer_close(loop, pair):
+    a, b = pair
+    got = []
+
+    def on_read():
+        got.append(a.recv(10))
+        loop.remove_reader(a.fileno())
+
+    loop.add_reader(a.fileno(), on_read)
+    b.close()
+    assert run_until(loop, lambda: got)
+    assert got == [b""]
+
+
+def test_reader_callback_exception_goes_to_handler(loop, pair, exc_handler_calls):
+    a, b = pair
+    out = []
+
+    def bad_reader():
+        a.recv(10)  # drained: not readable any more
+        raise ValueError("reader failed")
+
+    loop.add_reader(a.fileno(), bad_reader)
+    loop.call_soon(out.append, "loop continues")
+    b.send(b"x")
+    assert run_until(loop, lambda: exc_handler_calls)
+    assert loop.remove_reader(a.fileno()) is True
+    assert out == ["loop continues"]
+    ctx = exc_handler_calls[0][1]
+    assert isinstance(ctx["exception"], ValueError)
+    assert ctx["message"].startswith("Exception in callback ")
+    assert "bad_reader" in ctx["message"]
+    assert "handle" in ctx
+    exc_handler_calls.clear()
+
+
+def test_many_fds(loop):
+    pairs = [socket.socketpair() for _ in range(200)]
+    try:
+        got = set()
+        for i, (a, b) in enumerate(pairs):
+            loop.add_reader(a.fileno(), got.add, i)
+        for i, (a, b) in enumerate(pairs):
+            if i % 2 == 0:
+                b.send(b"x")
+        run_once(loop)
+        assert got == set(range(0, 200, 2))
+        for a, b in pairs:
+            assert loop.remove_reader(a.fileno()) is True
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
+def test_fd_reregistered_after_remove(loop, pair):
+    a, b = pair
+    got = []
+    for i in range(3):
+        loop.add_reader(a.fileno(), got.append, i)
+        assert loop.remove_reader(a.fileno()) is True
+    loop.add_reader(a.fileno(), got.append, "last")
+    b.send(b"x")
+    run_once(loop)
+    assert got == ["last"]
+    assert loop.remove_reader(a.fileno()) is True
+
+
+def test_close_fd_after_remove_then_new_socket_same_number(loop):
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    got = []
+    loop.add_reader(fd, got.append, "first")
+    assert loop.remove_reader(fd) is True
+    a.close()
+    b.close()
+    # the kernel hands out the lowest free fd: the pair likely reuses `fd`
+    c, d = socket.socketpair()
+    try:
+        loop.add_reader(c.fileno(), got.append, "second")
+        d.send(b"x")
+        run_once(loop)
+        assert got == ["second"]
+        assert loop.remove_reader(c.fileno()) is True
+    finally:
+        c.close()
+        d.close()
+
+
+def test_remove_reader_after_fd_closed(loop):
+    # A common order in real code: the socket is closed, then unwatched.
+    # Stock asyncio (every selector) reports True and carries on.
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    loop.add_reader(fd, noop)
+    a.close()
+    try:
+        assert loop.remove_reader(fd) is True
+        assert loop.remove_reader(fd) is False
+        out = []
+        loop.call_soon(out.append, "fine")
+        run_once(loop)
+        assert out == ["fine"]
+    finally:
+        b.close()
+
+
+def _remove_after_close_outcome(lp):
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    try:
+        lp.add_reader(fd, noop)
+        lp.add_writer(fd, noop)
+        a.close()
+        results = []
+        for remove in (lp.remove_reader, lp.remove_writer):
+            try:
+                results.append(remove(fd))
+            except OSError as e:
+                results.append((type(e), e.errno))
+        return results
+    finally:
+        a.close()
+        b.close()
+
+
+def test_remove_reader_and_writer_after_fd_closed_like_stock(loop_factory, loop):
+    # Selector-dependent in stock asyncio: with both directions watched,
+    # removing one is a modify(), which epoll refuses (EBADF) on a closed fd;
+    # the last removal is an unregister(), where the error is swallowed.
+    stock = loop_factory.new_stock_loop()
+    try:
+        expected = _remove_after_close_outcome(stock)
+    finally:
+        stock.close()
+    assert _remove_after_close_outcome(loop) == expected
+    out = []
+    loop.call_soon(out.append, "fine")
+    run_once(loop)
+    assert out == ["fine"]
+
+
+def test_remove_unregistered_closed_fd_returns_false(loop):
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    a.close()
+    try:
+        assert loop.remove_reader(fd) is False
+        assert loop.remove_writer(fd) is False
+    finally:
+        b.close()
+
+
+def test_writer_waits_for_buffer_space(loop, pair):
+    a, b = pair
+    chunk = b"x" * 65536
+    sent = 0
+    while True:
+        try:
+            sent += a.send(chunk)
+        except BlockingIOError:
+            break
+    calls = []
+    loop.add_writer(a.fileno(), calls.append, 1)
+    loop.call_later(0.02, loop.stop)
+    loop.run_forever()
+    assert calls == []  # send buffer full: not writable
+    received = 0
+    while received < sent:
+        try:
+            received += len(b.recv(1 << 20))
+        except BlockingIOError:
+            break
+    assert run_until(loop, lambda: calls)
+    assert loop.remove_writer(a.fileno()) is True
+
+
+# ---------------------------------------------------------------------------
+# what asyncio refuses, per selector
+
+
+def _add_outcome(lp, fd, method):
+    """What add_<method>(fd) does on loop `lp`: raises, or fires in one iteration."""
+    fired = []
+    try:
+        getattr(lp, "add_" + method)(fd, fired.append, 1)
+    except Exception as e:
+        return ("raises", type(e), getattr(e, "errno", None))
+    try:
+        run_once(lp)
+    finally:
+        getattr(lp, "remove_" + method)(fd)
+    return ("accepted", bool(fired))
+
+
+@pytest.mark.parametrize("method", ["reader", "writer"])
+def test_regular_file_same_as_stock_with_same_selector(loop_factory, loop, method, tmp_path):
+    path = tmp_path / "regular.txt"
+    path.write_bytes(b"content")
+    with open(path, "rb") as f:
+        stock = loop_factory.new_stock_loop()
+        try:
+            expected = _add_outcome(stock, f.fileno(), method)
+        finally:
+            stock.close()
+        got = _add_outcome(loop, f.fileno(), method)
+    assert got == expected
+    if loop_factory.selector_name == "epoll":
+        # stock asyncio on Linux: epoll refuses regular files with EPERM
+        assert expected == ("raises", PermissionError, errno.EPERM)
+    elif loop_factory.selector_name in ("poll", "select"):
+        assert expected == ("accepted", True)
+
+
+@pytest.mark.parametrize("method", ["add_reader", "add_writer", "remove_reader", "remove_writer"])
+def test_fd_used_by_transport(loop, run, tcp_listener, method):
+    port = tcp_listener.getsockname()[1]
+
+    async def main():
+        transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        try:
+            fd = transport.get_extra_info("socket").fileno()
+            args = (noop,) if method.startswith("add") else ()
+            with pytest.raises(RuntimeError) as ei:
+                getattr(loop, method)(fd, *args)
+            assert str(ei.value) == f"File descriptor {fd!r} is used by transport {transport!r}"
+        finally:
+            transport.close()
+            await asyncio.sleep(0)
+
+    run(loop, main())
+
+
+def test_fd_of_closing_transport_can_be_watched(loop, run, tcp_listener):
+    port = tcp_listener.getsockname()[1]
+
+    async def main():
+        transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        sock = transport.get_extra_info("socket")
+        fd = sock.fileno()
+        transport.close()
+        assert transport.is_closing()
+        # stock asyncio: a closing transport no longer owns the fd
+        loop.add_writer(fd, noop)
+        assert loop.remove_writer(fd) is True
+        await asyncio.sleep(0)
+
+    run(loop, main())
+
+
+def test_closed_fd(loop_factory, loop, exc_handler_calls):
+    """Watching an fd that is already closed.
+
+    Stock asyncio on Linux: epoll (its default) raises OSError(EBADF) from
+    add_reader; PollSelector accepts it and then reports POLLNVAL as
+    readable, so the callback runs (and its read fails with EBADF);
+    SelectSelector accepts it and the next iteration raises OSError(EBADF)
+    out of run_forever. For oxloop loops this test asserts only that the
+    error surfaces: from add_reader, from the next iteration, or through the
+    callback (whose read raises OSError, seen by the exception handler).
+    """
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    a.close()  # fd is closed; nothing is opened before add_reader
+    calls = []
+
+    def on_read():
+        calls.append(1)
+        loop.remove_reader(fd)
+        os.read(fd, 1)  # EBADF
+
+    where = None
+    err = None
+    try:
+        try:
+            loop.add_reader(fd, on_read)
+        except (OSError, ValueError) as e:
+            where, err = "add_reader", e
+        else:
+            try:
+                run_once(loop)
+                run_once(loop)
+            except (OSError, ValueError) as e:
+                where, err = "iteration", e
+            finally:
+                try:
+                    loop.remove_reader(fd)
+                except (OSError, ValueError):
+                    pass
+            if where is None and exc_handler_calls:
+                where, err = "callback", exc_handler_calls[0][1].get("exception")
+                exc_handler_calls.clear()
+    finally:
+        b.close()
+    if loop_factory.is_stock:
+        assert loop_factory.selector_name == "epoll"
+        assert where == "add_reader"
+        assert isinstance(err, OSError) and err.errno == errno.EBADF
+    else:
+        assert where is not None, "a closed fd was silently accepted and never reported"
+        assert isinstance(err, (OSError, ValueError)), err
+    # the loop still works
+    out = []
+    loop.call_soon(out.append, 1)
+    run_once(loop)
+    assert out == [1]
+
+
+HIGH_FD = 1100
+
+
+def test_fd_above_1024(loop_factory, loop):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = HIGH_FD + 16
+    raised = False
+    if soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {need}")
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+            raised = True
+        except (ValueError, OSError) as e:
+            pytest.skip(f"cannot raise RLIMIT_NOFILE: {e}")
+    if os.path.exists(f"/proc/self/fd/{HIGH_FD}"):
+        pytest.skip(f"fd {HIGH_FD} is already in use")
+    a, b = socket.socketpair()
+    high = None
+    try:
+        high = os.dup2(a.fileno(), HIGH_FD)
+        if high is None:  # os.dup2 returns the fd since 3.7
+            high = HIGH_FD
+        got = []
+        if loop_factory.is_oxloop and loop_factory.selector_name == "select":
+            # select(2) cannot watch fds >= FD_SETSIZE: oxloop refuses up front
+            with pytest.raises(ValueError):
+                loop.add_reader(high, got.append, 1)
+            with pytest.raises(ValueError):
+                loop.add_writer(high, got.append, 1)
+        else:
+            loop.add_reader(high, got.append, "high")
+            b.send(b"x")
+            assert run_until(loop, lambda: got)
+            assert got[0] == "high"
+            assert loop.remove_reader(high) is True
+        # no crash, loop usable
+        out = []
+        loop.call_soon(out.append, "ok")
+        run_once(loop)
+        assert out == ["ok"]
+    finally:
+        if high is not None:
+            os.close(high)
+        a.close()
+        b.close()
+        if raised:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# ---------------------------------------------------------------------------
+# low-level socket operations
+
+
+def test_sock_recv(loop, run, pair):
+    a, b = pair
+
+    async def main():
+        loop.call_later(0.01, b.send, b"later data")
+        return await loop.sock_recv(a, 100)
+
+    assert run(loop, main()) == b"later data"
+
+
+def test_sock_recv_data_already_there(loop, run, pair):
+    a, b = pair
+    b.send(b"ready")
+    assert run(loop, loop.sock_recv(a, 100)) == b"ready"
+
+
+def test_sock_recv_eof(loop, run, pair):
+    a, b = pair
+    b.shutdown(socket.SHUT_WR)
+    assert run(loop, loop.sock_recv(a, 100)) == b""
+
+
+def test_sock_recv_into(loop, run, pair):
+    a, b = pair
+    buf = bytearray(10)
+
+    async def main():
+        loop.call_later(0.005, b.send, b"abcdef")
+        return await loop.sock_recv_into(a, buf)
+
+    assert run(loop, main()) == 6
+    assert buf[:6] == b"abcdef"
+
+
+def test_sock_recv_into_memoryview(loop, run, pair):
+    a, b = pair
+    buf = bytearray(b"..........")
+    b.send(b"xyz")
+    assert run(loop, loop.sock_recv_into(a, memoryview(buf)[2:])) == 3
+    assert buf == b"..xyz....."
+
+
+@pytest.mark.skipif(PY < (3, 11), reason="sock_recvfrom/sock_sendto are new in 3.11")
+def test_udp_sock_sendto_sock_recvfrom_round_trip(loop, run, udp_pair):
+    s1, s2 = udp_pair
+
+    async def main():
+        n = await loop.sock_sendto(s1, b"ping", s2.getsockname())
+        data, addr = await loop.sock_recvfrom(s2, 100)
+        n2 = await loop.sock_sendto(s2, b"pong!", addr)
+        data2, addr2 = await loop.sock_recvfrom(s1, 100)
+        return n, data, addr, n2, data2, addr2
+
+    n, data, addr, n2, data2, addr2 = run(loop, main())
+    assert (n, data, addr) == (4, b"ping", s1.getsockname())
+    assert (n2, data2, addr2) == (5, b"pong!", s2.getsockname())
+
+
+@pytest.mark.skipif(PY < (3, 11), reason="sock_recvfrom is new in 3.11")
+def test_sock_recvfrom_waits(loop, run, udp_pair):
+    s1, s2 = udp_pair
+
+    async def main():
+        loop.call_later(0.01, s1.sendto, b"delayed", s2.getsockname())
+        return await loop.sock_recvfrom(s2, 100)
+
+    assert run(loop, main()) == (b"delayed", s1.getsockname())
+
+
+@pytest.mark.skipif(PY < (3, 11), reason="sock_recvfrom_into is new in 3.11")
+def test_sock_recvfrom_into(loop, run, udp_pair):
+    s1, s2 = udp_pair
+    buf = bytearray(16)
+
+    async def main():
+        loop.call_later(0.005, s1.sendto, b"datagram", s2.getsockname())
+        r1 = await loop.sock_recvfrom_into(s2, buf)
+        s1.sendto(b"0123456789", s2.getsockname())
+        r2 = await loop.sock_recvfrom_into(s2, buf, 4)
+        return r1, r2
+
+    r1, r2 = run(loop, main())
+    assert r1 == (8, s1.getsockname())
+    assert r2 == (4, s1.getsockname())
+    assert buf[:4] == b"0123"
+
+
+def test_udp_round_trip_with_sock_recv(loop, run, udp_pair):
+    # available on every version: plain sendto + loop.sock_recv
+    s1, s2 = udp_pair
+
+    async def main():
+        loop.call_later(0.005, s1.sendto, b"dgram", s2.getsockname())
+        return await loop.sock_recv(s2, 100)
+
+    assert run(loop, main()) == b"dgram"
+
+
+def test_sock_sendall_large_payload_slow_reader(loop, run, pair):
+    a, b = pair
+    data = bytes(range(256)) * (10 * 1024 * 1024 // 256)  # 10 MiB
+
+    async def reader():
+        await asyncio.sleep(0.05)  # the sender must wait for writability
+        received = bytearray()
+        n = 0
+        while len(received) < len(data):
+            chunk = await loop.sock_recv(b, 65536)
+            if not chunk:
+                break
+            received += chunk
+            n += 1
+            if n % 16 == 0:
+                await asyncio.sleep(0)
+        return bytes(received)
+
+    async def main():
+        rt = loop.create_task(reader())
+        result = await loop.sock_sendall(a, data)
+        received = await rt
+        return result, received
+
+    result, received = run(loop, main(), timeout=20)
+    assert result is None
+    assert len(received) == len(data)
+    assert received == data
+
+
+def test_sock_sendall_empty(loop, run, pair):
+    a, b = pair
+    assert run(loop, loop.sock_sendall(a, b"")) is None
+
+
+def test_sock_sendall_to_closed_peer(loop, run, pair):
+    a, b = pair
+    b.close()
+
+    async def main():
+        await loop.sock_sendall(a, b"x" * (1024 * 1024))
+
+    with pytest.raises((BrokenPipeError, ConnectionResetError)):
+        run(loop, main())
+
+
+def test_sock_connect_and_accept(loop, run, tcp_listener):
+    addr = tcp_listener.getsockname()
+
+    async def main():
+        cli = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        cli.setblocking(False)
+        try:
+            accept = loop.create_task(loop.sock_accept(tcp_listener))
+            r = await loop.sock_connect(cli, addr)
+            conn, peer = await accept
+            try:
+                assert r is None
+                assert peer == cli.getsockname()
+                assert conn.gettimeout() == 0  # accepted socket is non-blocking
+                await loop.sock_sendall(cli, b"over tcp")
+                return await loop.sock_recv(conn, 100)
+            finally:
+                conn.close()
+        finally:
+            cli.close()
+
+    assert run(loop, main()) == b"over tcp"
+
+
+def test_sock_connect_hostname_localhost(loop, run, tcp_listener):
+    port = tcp_listener.getsockname()[1]
+
+    async def main():
+        cli = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        cli.setblocking(False)
+        try:
+            await loop.sock_connect(cli, ("localhost", port))
+            conn, peer = await loop.sock_accept(tcp_listener)
+            conn.close()
+            return cli.getpeername()
+        finally:
+            cli.close()
+
+    assert run(loop, main()) == ("127.0.0.1", port)
+    run(loop, loop.shutdown_default_executor())
+
+
+def test_sock_connect_refused(loop, run):
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nobody listens there now
+
+    async def main():
+        cli = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        cli.setblocking(False)
+        try:
+            await loop.sock_connect(cli, ("127.0.0.1", port))
+        finally:
+            cli.close()
+
+    with pytest.raises(ConnectionRefusedError):
+        run(loop, main())
+
+
+def test_sock_connect_unix(loop, run, tmp_path):
+    path = str(tmp_path / "s.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    srv.setblocking(False)
+    cli = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    cli.setblocking(False)
+    try:
+        async def main():
+            await loop.sock_connect(cli, path)
+            conn, _ = await loop.sock_accept(srv)
+            try:
+                await loop.sock_sendall(conn, b"unix")
+                return await loop.sock_recv(cli, 10)
+            finally:
+                conn.close()
+
+        assert run(loop, main()) == b"unix"
+    finally:
+        cli.close()
+        srv.close()
+
+
+def test_sock_accept_waits(loop, run, tcp_listener):
+    addr = tcp_listener.getsockname()
+    cli = socket.socket()
+    try:
+        async def main():
+            loop.call_later(0.01, cli.connect_ex, addr)
+            conn, peer = await loop.sock_accept(tcp_listener)
+            conn.close()
+            return peer
+
+        peer = run(loop, main())
+        assert peer == cli.getsockname()
+    finally:
+        cli.close()
+
+
+def _make_file(tmp_path, size=1024 * 1024):
+    data = bytes(range(256)) * (size // 256)
+    path = tmp_path / "payload.bin"
+    path.write_bytes(data)
+    return path, data
+
+
+async def _recv_exactly(loop, sock, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = await loop.sock_recv(sock, 65536)
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
+@pytest.mark.parametrize("fallback", [True, False], ids=["fallback", "no-fallback"])
+def test_sock_sendfile_regular_file(loop, run, pair, tmp_path, fallback):
+    a, b = pair
+    path, data = _make_file(tmp_path)
+
+    async def main():
+        with open(path, "rb") as f:
+            rt = loop.create_task(_recv_exactly(loop, b, len(data)))
+            sent = await loop.sock_sendfile(a, f, fallback=fallback)
+            received = await rt
+            return sent, received, f.tell()
+
+    sent, received, pos = run(loop, main())
+    assert sent == len(data)
+    assert received == data
+    assert pos == len(data)
+
+
+def test_sock_sendfile_offset_and_count(loop, run, pair, tmp_path):
+    a, b = pair
+    path, data = _make_file(tmp_path)
+
+    async def main():
+        with open(path, "rb") as f:
+            rt = loop.create_task(_recv_exactly(loop, b, 1000))
+            sent = await loop.sock_sendfile(a, f, offset=100, count=1000, fallback=False)
+            received = await rt
+            return sent, received, f.tell()
+
+    sent, received, pos = run(loop, main())
+    assert sent == 1000
+    assert received == data[100:1100]
+    assert pos == 1100
+
+
+def test_sock_sendfile_not_a_regular_file(loop, run, pair):
+    a, b = pair
+    data = b"in memory " * 1000
+    f = io.BytesIO(data)
+
+    async def no_fallback():
+        await loop.sock_sendfile(a, f, fallback=False)
+
+    with pytest.raises(asyncio.SendfileNotAvailableError):
+        run(loop, no_fallback())
+
+    async def with_fallback():
+        f.seek(0)
+        rt = loop.create_task(_recv_exactly(loop, b, len(data)))
+        sent = await loop.sock_sendfile(a, f)
+        return sent, await rt
+
+    sent, received = run(loop, with_fallback())
+    assert sent == len(data)
+    assert received == data
+
+
+def test_sock_sendfile_text_mode_file(loop, run, pair, tmp_path):
+    a, b = pair
+    path = tmp_path / "t.txt"
+    path.write_text("text")
+
+    async def main():
+        with open(path, "r") as f:
+            await loop.sock_sendfile(a, f)
+
+    with pytest.raises(ValueError, match=exact("file should be opened in binary mode")):
+        run(loop, main())
+
+
+def test_sock_sendfile_datagram_socket(loop, run, udp_pair, tmp_path):
+    s1, _ = udp_pair
+    path, _ = _make_file(tmp_path, 256)
+
+    async def main():
+        with open(path, "rb") as f:
+            await loop.sock_sendfile(s1, f)
+
+    with pytest.raises(ValueError, match=exact("only SOCK_STREAM type sockets are supported")):
+        run(loop, main())
+
+
+def _blocking_ops(loop, a, b, tcp_listener):
+    ops = {
+        "sock_recv": lambda: loop.sock_recv(a, 10),
+        "sock_recv_into": lambda: loop.sock_recv_into(a, bytearray(10)),
+        "sock_sendall": lambda: loop.sock_sendall(a, b"x"),
+        "sock_connect": lambda: loop.sock_connect(a, ("127.0.0.1", 1)),
+        "sock_accept": lambda: loop.sock_accept(tcp_listener),
+    }
+    if PY >= (3, 11):
+        ops.update({
+            "sock_recvfrom": lambda: loop.sock_recvfrom(a, 10),
+            "sock_recvfrom_into": lambda: loop.sock_recvfrom_into(a, bytearray(10)),
+            "sock_sendto": lambda: loop.sock_sendto(a, b"x", ("127.0.0.1", 1)),
+        })
+    return ops
+
+
+BLOCKING_OPS = ["sock_recv", "sock_recv_into", "sock_sendall", "sock_connect", "sock_accept",
+                "sock_recvfrom", "sock_recvfrom_into", "sock_sendto"]
+
+
+@pytest.mark.parametrize("op", BLOCKING_OPS)
+def test_blocking_socket_rejected_in_debug_mode(loop, run, op, tcp_listener):
+    if PY < (3, 11) and op in ("sock_recvfrom", "sock_recvfrom_into", "sock_sendto"):
+        pytest.skip(f"{op} is new in 3.11")
+    loop.set_debug(True)
+    a = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    b = None
+    try:
+        if op == "sock_accept":
+            tcp_listener.setblocking(True)
+        a.setblocking(True)
+        coro = _blocking_ops(loop, a, b, tcp_listener)[op]()
+        with pytest.raises(ValueError, match=exact("the socket must be non-blocking")):
+            run(loop, coro)
+    finally:
+        tcp_listener.setblocking(False)
+        a.close()
+
+
+def test_blocking_socket_rejected_by_sock_sendfile_in_debug_mode(loop, run, tmp_path):
+    loop.set_debug(True)
+    a, b = socket.socketpair()
+    path, _ = _make_file(tmp_path, 256)
+    try:
+        async def main():
+            with open(path, "rb") as f:
+                await loop.sock_sendfile(a, f)
+
+        with pytest.raises(ValueError, match=exact("the socket must be non-blocking")):
+            run(loop, main())
+    finally:
+        a.close()
+        b.close()
+
+
+def test_cancel_pending_sock_recv_leaves_nothing_registered(loop, run, pair):
+    a, b = pair
+
+    async def main():
+        t = loop.create_task(loop.sock_recv(a, 100))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert not t.done()
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    run(loop, main())
+    loop.add_reader(a.fileno(), noop)
+    assert loop.remove_reader(a.fileno()) is True
+    assert loop.remove_reader(a.fileno()) is False
+    # and data sent now is still there for a later reader
+    b.send(b"after cancel")
+    assert run(loop, loop.sock_recv(a, 100)) == b"after cancel"
+
+
+def test_cancel_pending_sock_recv_remove_reader_false(loop, run, pair):
+    a, b = pair
+
+    async def main():
+        t = loop.create_task(loop.sock_recv(a, 100))
+        await asyncio.sleep(0.01)
+        t.cancel()
+        try:
+            await t
+        except asyncio.CancelledError:
+            pass
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return loop.remove_reader(a.fileno())
+
+    assert run(loop, main()) is False
+
+
+def test_cancel_pending_sock_accept(loop, run, tcp_listener):
+    async def main():
+        t = loop.create_task(loop.sock_accept(tcp_listener))
+        await asyncio.sleep(0.01)
+        t.cancel()
+        try:
+            await t
+        except asyncio.CancelledError:
+            pass
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return loop.remove_reader(tcp_listener.fileno())
+
+    assert run(loop, main()) is False
+
+
+def test_remove_reader_during_pending_sock_recv(loop, run, pair):
+    # Another loop (rloop) aborts the process here. Stock asyncio: the reader
+    # is removed (True), the sock_recv just never completes; cancel works.
+    a, b = pair
+
+    async def main():
+        t = loop.create_task(loop.sock_recv(a, 100))
+        await asyncio.sleep(0.01)
+        removed = loop.remove_reader(a.fileno())
+        b.send(b"unseen")
+        await asyncio.sleep(0.02)
+        done_early = t.done()
+        t.cancel()
+        try:
+            await t
+        except asyncio.CancelledError:
+            pass
+        await asyncio.sleep(0)
+        return removed, done_early
+
+    assert run(loop, main()) == (True, False)
+
+
+def test_two_sequential_sock_recv(loop, run, pair):
+    a, b = pair
+
+    async def main():
+        out = []
+        for msg in (b"one", b"two", b"three"):
+            loop.call_later(0.002, b.send, msg)
+            out.append(await loop.sock_recv(a, 100))
+        return out
+
+    assert run(loop, main()) == [b"one", b"two", b"three"]
+
+
+# ---------------------------------------------------------------------------
+# transports (asyncio's Python transports over the loop's fd watching)
+
+
+def test_create_server_and_connection_echo(loop, run):
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(data)
+
+    class Client(asyncio.Protocol):
+        def __init__(self):
+            self.received = bytearray()
+            self.done = loop.create_future()
+
+        def data_received(self, data):
+            self.received += data
+            if len(self.received) >= 11:
+                self.done.set_result(bytes(self.received))
+
+    async def main():
+        server = await loop.create_server(Echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport, client = await loop.create_connection(Client, "127.0.0.1", port)
+        transport.write(b"hello ")
+        transport.write(b"world")
+        try:
+            return await client.done
+        finally:
+            transport.close()
+            server.close()
+            await server.wait_closed()
+
+    assert run(loop, main()) == b"hello world"
+
+
+def test_streams_echo(loop, run):
+    async def handle(reader, writer):
+        data = await reader.readline()
+        writer.write(data.upper())
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"streams work\n")
+        line = await reader.readline()
+        eof = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return line, eof
+
+    assert run(loop, main()) == (b"STREAMS WORK\n", b"")
+
+
+def test_datagram_endpoint_sendto_hostname(loop, run, udp_pair):
+    # Another loop (rloop) aborts the process on sendto() to a hostname.
+    _, receiver = udp_pair
+    port = receiver.getsockname()[1]
+
+    async def main():
+        transport, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+        try:
+            transport.sendto(b"to a hostname", ("localhost", port))
+            return await loop.sock_recv(receiver, 100)
+        finally:
+            transport.close()
+            await asyncio.sleep(0)
+
+    assert run(loop, main()) == b"to a hostname"
+
+
+def test_datagram_endpoint_round_trip(loop, run):
+    class Server(asyncio.DatagramProtocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def datagram_received(self, data, addr):
+            self.transport.sendto(data[::-1], addr)
+
+    class Client(asyncio.DatagramProtocol):
+        def __init__(self):
+            self.got = loop.create_future()
+
+        def datagram_received(self, data, addr):
+            self.got.set_result(data)
+
+    async def main():
+        st, _ = await loop.create_datagram_endpoint(Server, local_addr=("127.0.0.1", 0))
+        addr = st.get_extra_info("sockname")
+        ct, client = await loop.create_datagram_endpoint(Client, remote_addr=addr)
+        try:
+            ct.sendto(b"abc")
+            return await client.got
+        finally:
+            ct.close()
+            st.close()
+            await asyncio.sleep(0)
+
+    assert run(loop, main()) == b"cba"
