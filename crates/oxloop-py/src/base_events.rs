@@ -556,7 +556,7 @@ impl LoopCore {
         args: Py<PyTuple>,
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        if delay.is_none() {
+        if delay.is_none() && slf.py().version_info() >= (3, 11) {
             return Err(PyTypeError::new_err("delay must not be None"));
         }
         let delay: f64 = match delay.extract() {
@@ -581,7 +581,11 @@ impl LoopCore {
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
         if when.is_none() {
-            return Err(PyTypeError::new_err("when cannot be None"));
+            // 3.11+ checks explicitly; before, TimerHandle's `assert when is not None` fired.
+            if slf.py().version_info() >= (3, 11) {
+                return Err(PyTypeError::new_err("when cannot be None"));
+            }
+            return Err(pyo3::exceptions::PyAssertionError::new_err(()));
         }
         let when: f64 = when.extract()?;
         Self::check_closed(slf)?;
