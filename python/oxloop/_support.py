@@ -19,7 +19,8 @@ from . import _oxloop
 NATIVE_METHODS = frozenset(
     {
         "call_soon", "call_soon_threadsafe", "call_later", "call_at", "time",
-        "run_forever", "get_debug", "is_closed", "close",
+        "run_forever", "get_debug", "is_closed", "close", "create_future",
+        "sock_recv", "sock_recv_into", "sock_sendall",
         "add_reader", "add_writer", "remove_reader", "remove_writer",
     }
 )

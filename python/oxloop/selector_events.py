@@ -6,6 +6,7 @@ object keeps that object as ``_selector``, exactly as asyncio does.
 """
 
 import selectors
+import socket
 from collections.abc import Mapping
 
 
@@ -48,3 +49,47 @@ class NativeSelector:
     def close(self):
         # The loop's close() releases the native selector itself.
         pass
+
+
+_SOCKET_TYPE = socket.socket
+
+
+class NativeSockMixin:
+    """asyncio's low-level socket coroutines, done natively for plain ``socket.socket`` objects.
+
+    The native methods return the result at once, a Future to await, or NotImplemented when
+    only asyncio's own implementation can reproduce the exact behaviour (socket subclasses
+    such as ``ssl.SSLSocket``, non-contiguous buffers, non-int sizes); then it is used.
+    """
+
+    __slots__ = ()
+
+    async def sock_recv(self, sock, n):
+        """Receive up to n bytes from sock (non-blocking)."""
+        if sock.__class__ is _SOCKET_TYPE:
+            r = self._oxloop_sock_recv(sock, n)
+            if r is not NotImplemented:
+                if r.__class__ is bytes:
+                    return r
+                return await r
+        return await super().sock_recv(sock, n)
+
+    async def sock_recv_into(self, sock, buf):
+        """Receive into buf from sock (non-blocking); return the number of bytes."""
+        if sock.__class__ is _SOCKET_TYPE:
+            r = self._oxloop_sock_recv_into(sock, buf)
+            if r is not NotImplemented:
+                if r.__class__ is int:
+                    return r
+                return await r
+        return await super().sock_recv_into(sock, buf)
+
+    async def sock_sendall(self, sock, data):
+        """Send all of data to sock (non-blocking)."""
+        if sock.__class__ is _SOCKET_TYPE:
+            r = self._oxloop_sock_sendall(sock, data)
+            if r is not NotImplemented:
+                if r is None:
+                    return None
+                return await r
+        return await super().sock_sendall(sock, data)

@@ -16,12 +16,12 @@ from asyncio import base_events, events, unix_events
 from typing import Optional, Union
 
 from . import _oxloop
-from .selector_events import NativeSelector
+from .selector_events import NativeSelector, NativeSockMixin
 
 __all__ = ("SelectorEventLoop", "EventLoopPolicy")
 
 
-class SelectorEventLoop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
+class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSelectorEventLoop):
     """asyncio's SelectorEventLoop on oxloop's native core.
 
     ``selector`` is None (the platform's best native selector: epoll on Linux), a native

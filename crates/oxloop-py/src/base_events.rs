@@ -69,6 +69,8 @@ pub struct LoopCore {
     pub(crate) closed: bool,
     pub(crate) debug: bool,
     pub(crate) clock_resolution: f64,
+    /// Reusable receive buffer of the native sock_recv.
+    pub(crate) recv_buf: Vec<u8>,
 }
 
 pub(crate) fn closed_error() -> PyErr {
@@ -352,6 +354,7 @@ impl LoopCore {
             closed: false,
             debug: false,
             clock_resolution: clock::resolution(),
+            recv_buf: Vec::new(),
         }
     }
 
@@ -461,6 +464,14 @@ impl LoopCore {
     #[setter(_timer_cancelled_count)]
     fn set_timer_cancelled_count_attr(&mut self, value: usize) {
         self.timer_cancelled_count = value;
+    }
+
+    /// `asyncio.Future(loop=self)`, without a Python-level frame.
+    fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item(pyo3::intern!(py, "loop"), slf)?;
+        Ok(helpers::get(py)?.future_type.call(py, (), Some(&kwargs))?)
     }
 
     fn get_debug(&self) -> bool {

@@ -16,6 +16,8 @@ pub(crate) struct Helpers {
     pub slow_callback: Py<PyAny>,
     /// `asyncio.selector_events.BaseSelectorEventLoop`: fd watching with a Python selector.
     pub base_selector_loop: Py<PyAny>,
+    /// `asyncio.Future` (the C implementation when available, as asyncio uses).
+    pub future_type: Py<PyAny>,
 }
 
 static HELPERS: PyOnceLock<Helpers> = PyOnceLock::new();
@@ -30,6 +32,7 @@ pub(crate) fn get(py: Python<'_>) -> PyResult<&'static Helpers> {
             source_traceback: m.getattr("source_traceback")?.unbind(),
             slow_callback: m.getattr("slow_callback")?.unbind(),
             base_selector_loop: se.getattr("BaseSelectorEventLoop")?.unbind(),
+            future_type: py.import("asyncio.futures")?.getattr("Future")?.unbind(),
         })
     })
 }

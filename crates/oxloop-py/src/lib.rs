@@ -6,6 +6,7 @@ mod errors;
 mod handles;
 mod helpers;
 mod selector_events;
+mod sock;
 
 use pyo3::prelude::*;
 
@@ -14,6 +15,7 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<base_events::LoopCore>()?;
+    m.add_class::<sock::SockOp>()?;
     m.add_function(wrap_pyfunction!(selector_events::selector_kinds, m)?)?;
     m.add_function(wrap_pyfunction!(selector_events::default_selector, m)?)?;
     m.add_function(wrap_pyfunction!(selector_events::clock_resolution, m)?)?;
