@@ -471,7 +471,7 @@ impl LoopCore {
         let py = slf.py();
         let kwargs = pyo3::types::PyDict::new(py);
         kwargs.set_item(pyo3::intern!(py, "loop"), slf)?;
-        Ok(helpers::get(py)?.future_type.call(py, (), Some(&kwargs))?)
+        helpers::get(py)?.future_type.call(py, (), Some(&kwargs))
     }
 
     fn get_debug(&self) -> bool {
