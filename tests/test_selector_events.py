@@ -1370,3 +1370,129 @@ def test_datagram_endpoint_round_trip(loop, run):
             await asyncio.sleep(0)
 
     assert run(loop, main()) == b"cba"
+
+
+# --- the native sock_* fast path and its fallbacks -------------------------------------------
+# oxloop does sock_recv / sock_recv_into / sock_sendall natively for plain socket.socket
+# objects and falls back to asyncio's code otherwise; each outcome must equal stock asyncio's.
+
+
+class _SocketSubclass(socket.socket):
+    pass
+
+
+async def _outcome(coro):
+    try:
+        return ("ok", await coro)
+    except Exception as exc:  # the exception type and message are what is compared
+        return ("raise", type(exc), str(exc))
+
+
+def _sock_outcomes(lp, action):
+    """Runs action(loop, a, b) on loop lp with a fresh socketpair; returns its outcome."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    try:
+        return lp.run_until_complete(asyncio.wait_for(_outcome(action(lp, a, b)), 5))
+    finally:
+        a.close()
+        b.close()
+
+
+SOCK_CASES = {
+    "recv-negative": lambda lp, a, b: lp.sock_recv(a, -1),
+    "recv-zero": lambda lp, a, b: lp.sock_recv(a, 0),
+    "recv-str-size": lambda lp, a, b: lp.sock_recv(a, "10"),
+    "recv-into-bytes": lambda lp, a, b: lp.sock_recv_into(a, b"readonly"),
+    "recv-into-str": lambda lp, a, b: lp.sock_recv_into(a, "nope"),
+    "sendall-str": lambda lp, a, b: lp.sock_sendall(a, "text"),
+    "sendall-noncontiguous": lambda lp, a, b: lp.sock_sendall(a, memoryview(b"abcdef")[::2]),
+    "sendall-memoryview-slice": lambda lp, a, b: lp.sock_sendall(a, memoryview(b"abcdef")[2:]),
+    "sendall-bytearray": lambda lp, a, b: lp.sock_sendall(a, bytearray(b"xyz")),
+    "recv-into-empty": lambda lp, a, b: lp.sock_recv_into(a, bytearray(0)),
+    "recv-closed-socket": lambda lp, a, b: (a.close(), lp.sock_recv(a, 10))[1],
+    "sendall-closed-socket": lambda lp, a, b: (a.close(), lp.sock_sendall(a, b"x"))[1],
+    "sendall-to-closed-peer": lambda lp, a, b: (b.close(), lp.sock_sendall(a, b"x" * 100000))[1],
+}
+
+
+@pytest.mark.parametrize("case", sorted(SOCK_CASES))
+def test_sock_call_outcome_same_as_stock(loop_factory, loop, case):
+    got = _sock_outcomes(loop, SOCK_CASES[case])
+    stock = loop_factory.new_stock_loop()
+    try:
+        want = _sock_outcomes(stock, SOCK_CASES[case])
+    finally:
+        stock.close()
+    assert got[:2] == want[:2]
+    if want[0] == "raise" and want[1] is not OSError:
+        assert got[2] == want[2]
+
+
+def test_sock_recv_on_socket_subclass(loop, run):
+    a, b = socket.socketpair()
+    sa = _SocketSubclass(fileno=a.detach())
+    sa.setblocking(False)
+    b.setblocking(False)
+    try:
+        loop.call_later(0.01, b.send, b"sub")
+        assert run(loop, loop.sock_recv(sa, 10)) == b"sub"
+        run(loop, loop.sock_sendall(sa, b"back"))
+        assert b.recv(10) == b"back"
+    finally:
+        sa.close()
+        b.close()
+
+
+def test_sock_recv_waiting_then_data(loop, run, pair):
+    a, b = pair
+
+    async def main():
+        fut = loop.create_task(loop.sock_recv(a, 100))
+        await asyncio.sleep(0.01)
+        assert not fut.done()
+        b.send(b"late")
+        return await fut
+
+    assert run(loop, main()) == b"late"
+    assert loop.remove_reader(a) is False  # the watcher went away with the future
+
+
+def test_sock_recv_into_waiting_then_data(loop, run, pair):
+    a, b = pair
+    buf = bytearray(10)
+
+    async def main():
+        fut = loop.create_task(loop.sock_recv_into(a, buf))
+        await asyncio.sleep(0.01)
+        b.send(b"12345")
+        return await fut
+
+    assert run(loop, main()) == 5
+    assert bytes(buf[:5]) == b"12345"
+    assert loop.remove_reader(a) is False
+
+
+def test_sock_recv_error_while_waiting(loop, run):
+    # A TCP peer that resets the connection while we wait: the error reaches the awaiter.
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    c = socket.create_connection(lsock.getsockname())
+    s, _ = lsock.accept()
+    c.setblocking(False)
+    try:
+        async def main():
+            fut = loop.create_task(loop.sock_recv(c, 100))
+            await asyncio.sleep(0.01)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.close()
+            return await fut
+
+        with pytest.raises(ConnectionResetError):
+            run(loop, main())
+        assert loop.remove_reader(c) is False
+    finally:
+        c.close()
+        lsock.close()

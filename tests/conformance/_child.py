@@ -212,21 +212,29 @@ class StreamingResult(unittest.TestResult):
             # never started/stopped: report it right away.
             self.emit(event="end", id=tid, outcome=outcome, msg=msg, tb=tb)
 
-    def startTest(self, test):
-        super().startTest(test)
+    def arm(self):
+        """(Re)start the watchdog: past --test-timeout, dump every thread's
+        stack to stderr and exit, so the parent marks the test in progress
+        as hung and resumes the module after it."""
+        if self.test_timeout:
+            faulthandler.dump_traceback_later(self.test_timeout, exit=True)
+
+    def announce(self, test):
+        """Called by StreamingSuite just before ``test`` is run, i.e. BEFORE
+        its class fixtures and before IsolatedAsyncioTestCase sets up its
+        loop (which on 3.9/3.10 happens outside startTest/stopTest)."""
         tid = short_id(test.id())
         self.state.pop(tid, None)
         self.sub_failure.pop(tid, None)
         LOOPS_SEEN.clear()
-        if self.test_timeout:
-            # per-test watchdog: dump every thread's stack and exit, so the
-            # parent can mark this test as hung and resume after it.
-            faulthandler.dump_traceback_later(self.test_timeout, exit=True)
+        self.arm()
         self.emit(event="start", id=tid)
 
+    def startTest(self, test):
+        super().startTest(test)
+
     def stopTest(self, test):
-        if self.test_timeout:
-            faulthandler.cancel_dump_traceback_later()
+        self.arm()      # also time what follows (teardown, next fixtures)
         super().stopTest(test)
         tid = short_id(test.id())
         if tid in self.state:
@@ -282,6 +290,22 @@ class StreamingResult(unittest.TestResult):
 
     def addDuration(self, test, elapsed):   # 3.12+
         pass
+
+
+class StreamingSuite(unittest.TestSuite):
+    """A flat suite that announces each test as unittest takes it, so the
+    watchdog and the "start" record also cover its class fixtures."""
+
+    def __init__(self, tests, result):
+        super().__init__(tests)
+        self._stream_result = result
+
+    def __iter__(self):
+        for test in list(super().__iter__()):
+            if isinstance(test, unittest.TestCase):
+                self._stream_result.announce(test)
+            yield test
+        self._stream_result.arm()       # module/class teardown
 
 
 # ---------------------------------------------------------------------------
@@ -398,7 +422,7 @@ def main():
         keep.append(t)
 
     result = StreamingResult(out, args.test_timeout, args.trace_loops)
-    unittest.TestSuite(keep).run(result)
+    StreamingSuite(keep, result).run(result)
     if args.test_timeout:
         faulthandler.cancel_dump_traceback_later()
     emit(event="done", elapsed=time.monotonic() - t0)

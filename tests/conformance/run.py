@@ -168,6 +168,7 @@ def run_module(name, args, workdir, logdir):
 
         recs = _read_records(out_path)[n_before:]
         started = None
+        last_ended = None
         done = False
         for r in recs:
             ev = r.get("event")
@@ -176,6 +177,8 @@ def run_module(name, args, workdir, logdir):
             elif ev == "start":
                 started = r["id"]
             elif ev == "end":
+                if r["id"] == started:
+                    last_ended = started
                 tests[r["id"]] = {"outcome": r["outcome"], "msg": r.get("msg", ""),
                                   "tb": r.get("tb", "")}
                 if "loops" in r:
@@ -214,6 +217,11 @@ def run_module(name, args, workdir, logdir):
                 bad_tests.append(started)
             notes.append("module timeout after %.0fs" % (time.monotonic() - t0))
             break
+        after = ""
+        if started is None and last_ended is not None:
+            # died after its last test finished (its teardown, or the next
+            # test's setup outside any test): blame the last test
+            started, after = last_ended, " after the test had finished"
         if started is None:
             status = "crash"
             notes.append("child exited with %s outside any test" % rc)
@@ -223,10 +231,11 @@ def run_module(name, args, workdir, logdir):
             break
         if "Timeout (" in new_log:
             kind = "hang"
-            msg = "no result after --test-timeout=%ss" % args.test_timeout
+            msg = "no result after --test-timeout=%ss%s" % (args.test_timeout,
+                                                          after)
         else:
             kind = "crash"
-            msg = "interpreter died (rc=%s)" % rc
+            msg = "interpreter died (rc=%s)%s" % (rc, after)
         tests[started] = {"outcome": kind, "msg": msg, "tb": new_log[-3000:]}
         bad_tests.append(started)
         if runs > MAX_RESUMES:

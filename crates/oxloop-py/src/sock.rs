@@ -337,6 +337,10 @@ impl LoopCore {
         if n < 0 {
             return Err(PyValueError::new_err("negative buffersize in recv"));
         }
+        if n == 0 {
+            // CPython's recv(0) returns b'' without a system call.
+            return Ok(PyBytes::new(py, b"").into_any().unbind());
+        }
         let fd = sock_fd(sock)?;
         if let Some(data) = recv_bytes(slf, fd, n as usize)? {
             return Ok(data);
@@ -356,6 +360,10 @@ impl LoopCore {
             _ => return Ok(py.NotImplemented()),
         };
         check_nonblocking(slf, sock)?;
+        if view.len_bytes() == 0 {
+            // CPython's recv_into() of an empty buffer returns 0 without a system call.
+            return Ok(0i32.into_pyobject(py)?.into_any().unbind());
+        }
         let fd = sock_fd(sock)?;
         if let Some(got) = recv_into_raw(py, fd, buffer_ptr(&view), view.len_bytes())? {
             return Ok(got.into_pyobject(py)?.into_any().unbind());
