@@ -38,6 +38,32 @@ TB_LIMIT = 6000
 # Making oxloop the loop under test
 # ---------------------------------------------------------------------------
 
+def _native_selector_loop_class(oxloop):
+    """``--native-selectors``: SelectorEventLoop(selectors.EpollSelector()) and friends get
+    oxloop's NATIVE selector of the same family instead of driving the Python object, so the
+    test classes of test_events (EPoll/Poll/Select) exercise the native epoll/poll/select.
+    Any other selector object is still driven as given."""
+    import selectors
+
+    native = {
+        getattr(selectors, "EpollSelector", None): "epoll",
+        getattr(selectors, "PollSelector", None): "poll",
+        selectors.SelectSelector: "select",
+    }
+    native.pop(None, None)
+
+    class SelectorEventLoop(oxloop.SelectorEventLoop):
+        def __init__(self, selector=None):
+            name = native.get(type(selector))
+            if name is not None:
+                selector.close()
+                selector = name
+            super().__init__(selector)
+
+    SelectorEventLoop.__module__ = oxloop.SelectorEventLoop.__module__
+    return SelectorEventLoop
+
+
 def install_oxloop():
     """Make every way test_asyncio obtains a "default" loop produce oxloop.
 
@@ -87,6 +113,8 @@ def install_oxloop():
 
     policy_cls = oxloop.EventLoopPolicy
     loop_cls = oxloop.SelectorEventLoop
+    if os.environ.get("OXLOOP_CONFORMANCE_NATIVE_SELECTORS") == "1":
+        loop_cls = _native_selector_loop_class(oxloop)
 
     asyncio.DefaultEventLoopPolicy = policy_cls                # (2)
     asyncio.unix_events.DefaultEventLoopPolicy = policy_cls    # (2)

@@ -128,6 +128,8 @@ def run_module(name, args, workdir, logdir):
     env = dict(os.environ)
     env.setdefault("PYTHONFAULTHANDLER", "1")
     env["PYTHONUNBUFFERED"] = "1"
+    if getattr(args, "native_selectors", False):
+        env["OXLOOP_CONFORMANCE_NATIVE_SELECTORS"] = "1"
 
     while True:
         runs += 1
@@ -444,6 +446,12 @@ def main(argv=None):
     ap.add_argument("--test-timeout", type=float, default=60,
                     help="seconds per single test before it is marked hung and "
                          "the module resumed after it (default 60)")
+    ap.add_argument("--native-selectors", action="store_true",
+                    help="with --loop oxloop: a Python selectors.EpollSelector/"
+                         "PollSelector/SelectSelector handed to SelectorEventLoop is "
+                         "replaced by oxloop's native epoll/poll/select (so test_events, "
+                         "test_sock_lowlevel... exercise the native selectors); the "
+                         "default baseline is then baseline-3.X-native.json")
     ap.add_argument("--jobs", "-j", type=int, default=2)
     ap.add_argument("--json", metavar="OUT", help="write full results as JSON")
     ap.add_argument("--baseline", metavar="FILE",
@@ -490,7 +498,8 @@ def main(argv=None):
 
     baseline = None
     if args.check:
-        path = args.baseline or os.path.join(HERE, "baseline-%s.json" % PYVER)
+        path = args.baseline or os.path.join(HERE, "baseline-%s%s.json" % (
+            PYVER, "-native" if args.native_selectors else ""))
         if not os.path.exists(path):
             # No oxloop baseline recorded for this Python yet: hold oxloop to
             # stock asyncio's own numbers instead (the strictest baseline).
