@@ -308,3 +308,32 @@ def test_asyncio_run_with_loop_factory(ox):
     loop = asyncio.run(main(), loop_factory=ox.new_event_loop)
     _assert_oxloop_loop(ox, loop)
     assert loop.is_closed()
+
+
+def test_platform_page_example_runs_with_oxloop(ox):
+    # The example at the end of "asyncio — Platform Support"
+    # (../shared/reference/asyncio-platforms.txt), with `oxloop` in place of `asyncio` on its
+    # loop line, then used for real: a pty (a character device, what the example is about).
+    import os
+    import pty
+
+    selector = selectors.SelectSelector()
+    loop = ox.SelectorEventLoop(selector)
+    asyncio.set_event_loop(loop)
+    try:
+        assert asyncio.get_event_loop() is loop
+        master, slave = pty.openpty()
+        try:
+            got = loop.create_future()
+            loop.add_reader(master, lambda: got.done() or got.set_result(os.read(master, 100)))
+            os.write(slave, b"tty\n")
+            data = loop.run_until_complete(asyncio.wait_for(got, 5))
+            assert data.startswith(b"tty")
+            assert loop.remove_reader(master) is True
+        finally:
+            os.close(master)
+            os.close(slave)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+    assert selector.get_map() is None  # the loop closed the selector it was given, as asyncio does
