@@ -175,6 +175,13 @@ def platform_support() -> Dict[str, Any]:
         "oxloop": _oxloop.__version__,
         "clock": {"resolution": _oxloop.clock_resolution(), "source": "CLOCK_MONOTONIC"},
         "selectors": _selectors(),
+        "transports": {
+            "tcp/unix stream": "native (oxloop._oxloop.SocketTransport); "
+            "OXLOOP_NATIVE_TRANSPORTS=0 selects asyncio's",
+            "tls": "asyncio's SSLProtocol over the native stream transport (start_tls) "
+            "or asyncio's transport (ssl=)",
+            "datagram, pipes, subprocesses": "asyncio's transports on the native core",
+        },
         "loops": {
             "SelectorEventLoop": _selector_loop_apis(),
             "ProactorEventLoop": _proactor_loop_apis(),

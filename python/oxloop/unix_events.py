@@ -9,7 +9,9 @@ subprocesses). Methods of the core take precedence in the MRO.
 from __future__ import annotations
 
 import asyncio
+import os
 import selectors
+import socket
 import sys
 import threading
 from asyncio import base_events, events, unix_events
@@ -19,6 +21,12 @@ from . import _oxloop
 from .selector_events import NativeSelector, NativeSockMixin
 
 __all__ = ("SelectorEventLoop", "EventLoopPolicy")
+
+_NativeSocketTransport = _oxloop.SocketTransport
+_STREAM_FAMILIES = frozenset(
+    f for f in (socket.AF_INET, getattr(socket, "AF_INET6", None), getattr(socket, "AF_UNIX", None))
+    if f is not None
+)
 
 
 class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSelectorEventLoop):
@@ -30,6 +38,9 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
     """
 
     def __init__(self, selector: Optional[Union[str, selectors.BaseSelector]] = None) -> None:
+        # TCP and Unix stream sockets get the native transport; OXLOOP_NATIVE_TRANSPORTS=0 (read
+        # once, at creation) keeps asyncio's Python transport instead.
+        self._oxloop_native_transports = os.environ.get("OXLOOP_NATIVE_TRANSPORTS", "1") != "0"
         try:
             name = self._oxloop_init(selector)
         except BaseException:
@@ -77,6 +88,18 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
     def close(self) -> None:
         super().close()
         self._oxloop_close()
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+        if (
+            self._oxloop_native_transports
+            and sock.__class__ is socket.socket
+            and sock.type == socket.SOCK_STREAM
+            and sock.family in _STREAM_FAMILIES
+        ):
+            return _NativeSocketTransport._create(self, sock, protocol, waiter, extra, server)
+        return super()._make_socket_transport(
+            sock, protocol, waiter, extra=extra, server=server
+        )
 
 
 class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):

@@ -1,0 +1,1611 @@
+//! `SocketTransport`: asyncio's stream socket transport (`selector_events.py`:
+//! `_SelectorSocketTransport` + `_SelectorTransport`, `transports.py`: `_FlowControlMixin`)
+//! with its state and hot paths in Rust, for TCP and Unix stream sockets.
+//!
+//! - read: the fd's reader callback is the transport's native `_read_ready`: recv into the
+//!   loop's reusable buffer -> one `bytes` -> `protocol.data_received(data)`; for a
+//!   `BufferedProtocol`, `get_buffer(-1)` -> recv_into it -> `buffer_updated(n)`.
+//! - write: sent at once when nothing is queued; the remainder is copied into a queue of
+//!   chunks flushed with one `sendmsg` (scatter/gather) per writable event.
+//! - everything else (close/abort, flow control, EOF, errors, server attach, sendfile support)
+//!   follows asyncio's code for the running Python version; the slow paths (logging, warnings,
+//!   limits validation) call `oxloop/_transports.py`.
+//!
+//! Borrow discipline (as in `base_events.rs`): no `PyRef`/`PyRefMut` of the transport is held
+//! while Python code runs, so protocols may call back into the transport from any callback.
+//! System calls retry EINTR without running Python signal handlers in between (the sockets are
+//! non-blocking, so EINTR is practically impossible; pending handlers run at the next bytecode).
+
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+
+use oxloop_core::selector::Interest;
+use pyo3::buffer::PyUntypedBuffer;
+use pyo3::exceptions::{
+    PyAssertionError, PyConnectionError, PyKeyboardInterrupt, PyOSError, PyRuntimeError,
+    PySystemExit, PyTypeError,
+};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use crate::base_events::{loop_debug, LoopCore, Poller};
+use crate::errors::to_pyerr;
+use crate::selector_events::{add_watcher, remove_watcher};
+
+/// asyncio's `_SelectorTransport.max_size`: the most one recv() reads.
+const MAX_SIZE: usize = 256 * 1024;
+/// Small writes queued behind each other share a chunk up to this size.
+const COALESCE: usize = 64 * 1024;
+/// At most this many chunks per sendmsg().
+const MAX_IOV: usize = 64;
+/// The loop's receive buffer is kept when at most this large.
+const MAX_KEPT_RECV_BUFFER: usize = 1 << 20;
+
+struct Cached {
+    buffered_protocol: Py<PyAny>,
+    transport_socket: Py<PyAny>,
+    set_nodelay: Py<PyAny>,
+    set_result_unless_cancelled: Py<PyAny>,
+    sendfile_try_native: Py<PyAny>,
+    debug: Py<PyAny>,
+    fatal_error_debug: Py<PyAny>,
+    conn_lost_warning: Py<PyAny>,
+    unclosed: Py<PyAny>,
+    detach_dead: Py<PyAny>,
+    mask_class: Py<PyAny>,
+    test_selector_event: Py<PyAny>,
+    write_buffer_limits: Py<PyAny>,
+    attach_takes_transport: bool,
+    log_threshold: usize,
+    /// 3.12+: the transport has its own writelines() (scatter/gather, no join).
+    own_writelines: bool,
+}
+
+static CACHED: PyOnceLock<Cached> = PyOnceLock::new();
+
+fn cached(py: Python<'_>) -> PyResult<&'static Cached> {
+    CACHED.get_or_try_init(py, || {
+        let m = py.import("oxloop._transports")?;
+        let get = |name: &str| m.getattr(name).map(Bound::unbind);
+        Ok(Cached {
+            buffered_protocol: get("BufferedProtocol")?,
+            transport_socket: get("TransportSocket")?,
+            set_nodelay: get("set_nodelay")?,
+            set_result_unless_cancelled: get("set_result_unless_cancelled")?,
+            sendfile_try_native: get("SENDFILE_TRY_NATIVE")?,
+            debug: get("debug")?,
+            fatal_error_debug: get("fatal_error_debug")?,
+            conn_lost_warning: get("conn_lost_warning")?,
+            unclosed: get("unclosed")?,
+            detach_dead: get("detach_dead")?,
+            mask_class: get("SocketTransport")?,
+            test_selector_event: get("test_selector_event")?,
+            write_buffer_limits: get("write_buffer_limits")?,
+            attach_takes_transport: m.getattr("ATTACH_TAKES_TRANSPORT")?.is_truthy()?,
+            log_threshold: m.getattr("LOG_THRESHOLD_FOR_CONNLOST_WRITES")?.extract()?,
+            own_writelines: py.version_info() >= (3, 12),
+        })
+    })
+}
+
+/// The unsent data: chunks, the first one sent up to `head`.
+#[derive(Default)]
+struct WriteQueue {
+    chunks: VecDeque<Vec<u8>>,
+    head: usize,
+    size: usize,
+}
+
+impl WriteQueue {
+    fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        self.size += data.len();
+        if let Some(last) = self.chunks.back_mut() {
+            if last.len() + data.len() <= COALESCE {
+                last.extend_from_slice(data);
+                return;
+            }
+        }
+        let mut chunk = Vec::with_capacity(data.len().max(4096));
+        chunk.extend_from_slice(data);
+        self.chunks.push_back(chunk);
+    }
+
+    /// Drops `n` sent bytes from the front.
+    fn consume(&mut self, mut n: usize) {
+        n = n.min(self.size);
+        self.size -= n;
+        while n > 0 {
+            let Some(first) = self.chunks.front() else {
+                break;
+            };
+            let rest = first.len() - self.head;
+            if n >= rest {
+                n -= rest;
+                self.chunks.pop_front();
+                self.head = 0;
+            } else {
+                self.head += n;
+                n = 0;
+            }
+        }
+        if self.size == 0 {
+            self.chunks.clear();
+            self.head = 0;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.chunks.clear();
+        self.head = 0;
+        self.size = 0;
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.size);
+        for (i, c) in self.chunks.iter().enumerate() {
+            out.extend_from_slice(if i == 0 { &c[self.head..] } else { c });
+        }
+        out
+    }
+
+    /// One sendmsg() of the queued chunks (at most `MAX_IOV`). Ok(None): would block.
+    fn send(&self, fd: RawFd) -> std::io::Result<Option<usize>> {
+        // SAFETY: an all-zero iovec (null base, zero length) is a valid value.
+        let mut iov: [libc::iovec; MAX_IOV] = unsafe { std::mem::zeroed() };
+        let mut n = 0;
+        for (i, c) in self.chunks.iter().take(MAX_IOV).enumerate() {
+            let s: &[u8] = if i == 0 { &c[self.head..] } else { c };
+            iov[n] = libc::iovec {
+                iov_base: s.as_ptr() as *mut libc::c_void,
+                iov_len: s.len(),
+            };
+            n += 1;
+        }
+        // SAFETY: an all-zero msghdr is valid (no name, no control data); we then point it at
+        // `n` iovecs describing live slices of `self.chunks`, which are not modified during
+        // the call (we hold `&self`).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = n as _;
+        loop {
+            // SAFETY: `msg` describes valid readable memory for the whole call (see above).
+            let r = unsafe { libc::sendmsg(fd, &msg, SEND_FLAGS) };
+            if r >= 0 {
+                return Ok(Some(r as usize));
+            }
+            match check_errno() {
+                Errno::Retry => continue,
+                Errno::WouldBlock => return Ok(None),
+                Errno::Fail(e) => return Err(e),
+            }
+        }
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const SEND_FLAGS: libc::c_int = 0;
+
+enum Errno {
+    Retry,
+    WouldBlock,
+    Fail(std::io::Error),
+}
+
+fn check_errno() -> Errno {
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINTR) => Errno::Retry,
+        Some(code) if code == libc::EAGAIN || code == libc::EWOULDBLOCK => Errno::WouldBlock,
+        _ => Errno::Fail(e),
+    }
+}
+
+fn send_once(fd: RawFd, data: &[u8]) -> std::io::Result<Option<usize>> {
+    loop {
+        // SAFETY: `data` is a live slice for the whole call.
+        let r = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), SEND_FLAGS) };
+        if r >= 0 {
+            return Ok(Some(r as usize));
+        }
+        match check_errno() {
+            Errno::Retry => continue,
+            Errno::WouldBlock => return Ok(None),
+            Errno::Fail(e) => return Err(e),
+        }
+    }
+}
+
+/// recv(2) into `len` bytes at `ptr`. Ok(None): would block.
+///
+/// # Safety
+/// `ptr` must point to `len` writable bytes that stay valid (owned, or a writable buffer export
+/// held by the caller) for the whole call.
+unsafe fn recv_once(fd: RawFd, ptr: *mut u8, len: usize) -> std::io::Result<Option<usize>> {
+    loop {
+        // SAFETY: guaranteed by this function's contract.
+        let r = unsafe { libc::recv(fd, ptr.cast(), len, 0) };
+        if r >= 0 {
+            return Ok(Some(r as usize));
+        }
+        match check_errno() {
+            Errno::Retry => continue,
+            Errno::WouldBlock => return Ok(None),
+            Errno::Fail(e) => return Err(e),
+        }
+    }
+}
+
+fn is_exit(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py)
+}
+
+/// A bytes-like argument of write(): the bytes object itself, or a buffer export.
+enum Data<'py> {
+    Bytes(Bound<'py, PyBytes>),
+    View(PyUntypedBuffer),
+}
+
+impl Data<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Data::Bytes(b) => b.as_bytes(),
+            Data::View(v) if v.len_bytes() == 0 || v.buf_ptr().is_null() => &[],
+            // SAFETY: the export is C-contiguous (checked when made), non-empty with a non-null
+            // pointer (checked above) and held by `self`, so the memory is valid and cannot be
+            // resized while the slice lives.
+            Data::View(v) => unsafe {
+                std::slice::from_raw_parts(v.buf_ptr() as *const u8, v.len_bytes())
+            },
+        }
+    }
+}
+
+fn data_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Data<'py>> {
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(Data::Bytes(b.clone()));
+    }
+    let view = PyUntypedBuffer::get(obj)?;
+    if view.is_c_contiguous() {
+        return Ok(Data::View(view));
+    }
+    drop(view);
+    // A non-contiguous memoryview: its bytes, in order.
+    let b = obj.call_method0(intern!(obj.py(), "tobytes"))?;
+    Ok(Data::Bytes(b.cast_into::<PyBytes>()?))
+}
+
+#[pyclass(module = "oxloop._oxloop", dict, weakref)]
+pub struct SocketTransport {
+    loop_: Option<Py<PyAny>>,
+    sock: Option<Py<PyAny>>,
+    fd: RawFd,
+    protocol: Option<Py<PyAny>>,
+    protocol_connected: bool,
+    /// The protocol is a `BufferedProtocol` (decided in set_protocol, as asyncio does).
+    buffered: bool,
+    server: Option<Py<PyAny>>,
+    extra: Option<Py<PyDict>>,
+    buffer: WriteQueue,
+    conn_lost: usize,
+    closing: bool,
+    paused: bool,
+    eof: bool,
+    empty_waiter: Option<Py<PyAny>>,
+    protocol_paused: bool,
+    high_water: Option<Py<PyAny>>,
+    low_water: Option<Py<PyAny>>,
+    high: f64,
+    low: f64,
+    max_size: usize,
+}
+
+fn loop_of<'py>(slf: &Bound<'py, SocketTransport>) -> Option<Bound<'py, PyAny>> {
+    let py = slf.py();
+    slf.borrow().loop_.as_ref().map(|l| l.bind(py).clone())
+}
+
+fn add_reader(loop_: &Bound<'_, PyAny>, fd: RawFd, cb: Bound<'_, PyAny>) -> PyResult<()> {
+    let py = loop_.py();
+    if let Ok(core) = loop_.cast::<LoopCore>() {
+        let fdobj = fd.into_pyobject(py)?;
+        add_watcher(
+            core,
+            fdobj.as_any(),
+            cb.unbind(),
+            PyTuple::empty(py).unbind(),
+            true,
+        )?;
+    } else {
+        loop_.call_method1(intern!(py, "_add_reader"), (fd, cb))?;
+    }
+    Ok(())
+}
+
+fn add_writer(loop_: &Bound<'_, PyAny>, fd: RawFd, cb: Bound<'_, PyAny>) -> PyResult<()> {
+    let py = loop_.py();
+    if let Ok(core) = loop_.cast::<LoopCore>() {
+        let fdobj = fd.into_pyobject(py)?;
+        add_watcher(
+            core,
+            fdobj.as_any(),
+            cb.unbind(),
+            PyTuple::empty(py).unbind(),
+            false,
+        )?;
+    } else {
+        loop_.call_method1(intern!(py, "_add_writer"), (fd, cb))?;
+    }
+    Ok(())
+}
+
+fn remove_reader(loop_: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<()> {
+    let py = loop_.py();
+    if let Ok(core) = loop_.cast::<LoopCore>() {
+        remove_watcher(core, fd.into_pyobject(py)?.as_any(), true)?;
+    } else {
+        loop_.call_method1(intern!(py, "_remove_reader"), (fd,))?;
+    }
+    Ok(())
+}
+
+fn remove_writer(loop_: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<()> {
+    let py = loop_.py();
+    if let Ok(core) = loop_.cast::<LoopCore>() {
+        remove_watcher(core, fd.into_pyobject(py)?.as_any(), false)?;
+    } else {
+        loop_.call_method1(intern!(py, "_remove_writer"), (fd,))?;
+    }
+    Ok(())
+}
+
+fn shutdown_wr(fd: RawFd) -> PyResult<()> {
+    // SAFETY: shutdown(2) on an fd we were given; an invalid fd is reported as an error.
+    if unsafe { libc::shutdown(fd, libc::SHUT_WR) } < 0 {
+        return Err(to_pyerr(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Whether the loop's selector watches `fd` for `interest` (asyncio's `_test_selector_event`).
+fn polling(loop_: &Bound<'_, PyAny>, fd: RawFd, interest: Interest) -> PyResult<bool> {
+    let py = loop_.py();
+    if let Ok(core) = loop_.cast::<LoopCore>() {
+        if let Ok(me) = core.try_borrow() {
+            if let Some(Poller::Native(_)) = &me.poller {
+                return Ok(me
+                    .io
+                    .get(&fd)
+                    .is_some_and(|e| e.interest.bits() & interest.bits() != 0));
+            }
+        }
+    }
+    let ev = if interest == Interest::READABLE { 1 } else { 2 };
+    cached(py)?
+        .test_selector_event
+        .call1(py, (loop_, fd, ev))?
+        .is_truthy(py)
+}
+
+fn loop_is_closed(loop_: &Bound<'_, PyAny>) -> PyResult<bool> {
+    if let Ok(core) = loop_.cast::<LoopCore>() {
+        if let Ok(me) = core.try_borrow() {
+            return Ok(me.closed);
+        }
+    }
+    loop_
+        .call_method0(intern!(loop_.py(), "is_closed"))?
+        .is_truthy()
+}
+
+impl SocketTransport {
+    fn is_reading_(&self) -> bool {
+        !self.closing && !self.paused
+    }
+
+    fn repr_with(
+        py: Python<'_>,
+        type_name: &str,
+        sock_none: bool,
+        closing: bool,
+        fd: RawFd,
+        loop_: Option<&Bound<'_, PyAny>>,
+        bufsize: usize,
+    ) -> PyResult<String> {
+        let mut info = vec![type_name.to_string()];
+        if sock_none {
+            info.push("closed".into());
+        } else if closing {
+            info.push("closing".into());
+        }
+        info.push(format!("fd={fd}"));
+        if let Some(l) = loop_ {
+            if !loop_is_closed(l)? {
+                let r = polling(l, fd, Interest::READABLE)?;
+                info.push(if r { "read=polling" } else { "read=idle" }.into());
+                let w = polling(l, fd, Interest::WRITABLE)?;
+                let state = if w { "polling" } else { "idle" };
+                info.push(format!("write=<{state}, bufsize={bufsize}>"));
+            }
+        }
+        let _ = py;
+        Ok(format!("<{}>", info.join(" ")))
+    }
+
+    /// asyncio's `_fatal_error(exc, message)`.
+    fn fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
+        let py = slf.py();
+        let Some(loop_) = loop_of(slf) else {
+            return Self::force_close(slf, exc.clone());
+        };
+        if exc.is_instance_of::<PyOSError>() {
+            if loop_debug(&loop_)? {
+                cached(py)?
+                    .fatal_error_debug
+                    .call1(py, (slf, message, exc))?;
+            }
+        } else {
+            let protocol = slf.borrow().protocol.as_ref().map(|p| p.clone_ref(py));
+            let ctx = PyDict::new(py);
+            ctx.set_item("message", message)?;
+            ctx.set_item("exception", exc)?;
+            ctx.set_item("transport", slf)?;
+            ctx.set_item("protocol", protocol)?;
+            loop_.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+        }
+        Self::force_close(slf, exc.clone())
+    }
+
+    fn fatal_pyerr(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
+        let py = slf.py();
+        if is_exit(py, &err) {
+            return Err(err);
+        }
+        let exc = err.into_value(py).into_bound(py).into_any();
+        Self::fatal_error(slf, &exc, message)
+    }
+
+    /// asyncio's `_force_close(exc)`.
+    fn force_close(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let (loop_, fd, had_buffer, was_closing) = {
+            let mut me = slf.borrow_mut();
+            if me.conn_lost > 0 {
+                return Ok(());
+            }
+            let had_buffer = !me.buffer.is_empty();
+            me.buffer.clear();
+            let was_closing = me.closing;
+            me.closing = true;
+            me.conn_lost += 1;
+            (
+                me.loop_.as_ref().map(|l| l.clone_ref(py)),
+                me.fd,
+                had_buffer,
+                was_closing,
+            )
+        };
+        let Some(loop_) = loop_ else {
+            return Ok(());
+        };
+        let loop_ = loop_.bind(py);
+        if had_buffer {
+            remove_writer(loop_, fd)?;
+        }
+        if !was_closing {
+            remove_reader(loop_, fd)?;
+        }
+        let cb = slf.getattr(intern!(py, "_call_connection_lost"))?;
+        loop_.call_method1(intern!(py, "call_soon"), (cb, exc))?;
+        Ok(())
+    }
+
+    /// asyncio's `close()`.
+    fn close_(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (loop_, fd) = {
+            let mut me = slf.borrow_mut();
+            if me.closing {
+                return Ok(());
+            }
+            me.closing = true;
+            (me.loop_.as_ref().map(|l| l.clone_ref(py)), me.fd)
+        };
+        let Some(loop_) = loop_ else {
+            return Ok(());
+        };
+        let loop_ = loop_.bind(py);
+        remove_reader(loop_, fd)?;
+        let empty = {
+            let mut me = slf.borrow_mut();
+            let empty = me.buffer.is_empty();
+            if empty {
+                me.conn_lost += 1;
+            }
+            empty
+        };
+        if empty {
+            remove_writer(loop_, fd)?;
+            let cb = slf.getattr(intern!(py, "_call_connection_lost"))?;
+            loop_.call_method1(intern!(py, "call_soon"), (cb, py.None()))?;
+        }
+        Ok(())
+    }
+
+    /// `_maybe_pause_protocol()`.
+    fn maybe_pause(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let protocol = {
+            let mut me = slf.borrow_mut();
+            if (me.buffer.size as f64) <= me.high || me.protocol_paused {
+                return Ok(());
+            }
+            me.protocol_paused = true;
+            me.protocol.as_ref().map(|p| p.clone_ref(py))
+        };
+        let res = match &protocol {
+            Some(p) => p.call_method0(py, intern!(py, "pause_writing")).map(drop),
+            None => Err(PyAttributeErrorNone::err("pause_writing")),
+        };
+        Self::report_flow_error(slf, res, "protocol.pause_writing() failed", protocol)
+    }
+
+    /// `_maybe_resume_protocol()`.
+    fn maybe_resume(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let protocol = {
+            let mut me = slf.borrow_mut();
+            if !(me.protocol_paused && (me.buffer.size as f64) <= me.low) {
+                return Ok(());
+            }
+            me.protocol_paused = false;
+            me.protocol.as_ref().map(|p| p.clone_ref(py))
+        };
+        let res = match &protocol {
+            Some(p) => p.call_method0(py, intern!(py, "resume_writing")).map(drop),
+            None => Err(PyAttributeErrorNone::err("resume_writing")),
+        };
+        Self::report_flow_error(slf, res, "protocol.resume_writing() failed", protocol)
+    }
+
+    fn report_flow_error(
+        slf: &Bound<'_, Self>,
+        res: PyResult<()>,
+        message: &str,
+        protocol: Option<Py<PyAny>>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let Err(err) = res else {
+            return Ok(());
+        };
+        if is_exit(py, &err) {
+            return Err(err);
+        }
+        let Some(loop_) = loop_of(slf) else {
+            return Err(err);
+        };
+        let ctx = PyDict::new(py);
+        ctx.set_item("message", message)?;
+        ctx.set_item("exception", err.into_value(py))?;
+        ctx.set_item("transport", slf)?;
+        ctx.set_item("protocol", protocol)?;
+        loop_.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+        Ok(())
+    }
+
+    fn debug_log(slf: &Bound<'_, Self>, msg: &str) -> PyResult<()> {
+        let py = slf.py();
+        if let Some(loop_) = loop_of(slf) {
+            if loop_debug(&loop_)? {
+                cached(py)?.debug.call1(py, (msg, slf))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `_read_ready__data_received`.
+    fn read_data_received(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (loop_, fd, max_size, protocol) = {
+            let me = slf.borrow();
+            let (Some(l), Some(p)) = (&me.loop_, &me.protocol) else {
+                return Ok(());
+            };
+            (l.clone_ref(py), me.fd, me.max_size, p.clone_ref(py))
+        };
+        let loop_ = loop_.bind(py);
+        let core = loop_.cast::<LoopCore>().ok();
+        let mut buf = match core.and_then(|c| c.try_borrow_mut().ok()) {
+            Some(mut c) => std::mem::take(&mut c.recv_buf),
+            None => Vec::new(),
+        };
+        if buf.len() < max_size {
+            buf.resize(max_size, 0);
+        }
+        // SAFETY: `buf` is an owned Vec of at least `max_size` bytes, alive for the call.
+        let res = unsafe { recv_once(fd, buf.as_mut_ptr(), max_size) };
+        let data = match &res {
+            Ok(Some(n)) => Some(PyBytes::new(py, &buf[..*n])),
+            _ => None,
+        };
+        if buf.len() <= MAX_KEPT_RECV_BUFFER {
+            if let Some(mut c) = core.and_then(|c| c.try_borrow_mut().ok()) {
+                if c.recv_buf.capacity() < buf.capacity() {
+                    c.recv_buf = buf;
+                }
+            }
+        }
+        match res {
+            Ok(None) => Ok(()),
+            Err(e) => Self::fatal_pyerr(slf, to_pyerr(e), "Fatal read error on socket transport"),
+            Ok(Some(0)) => Self::on_eof(slf),
+            Ok(Some(_)) => {
+                let data = data.expect("made above");
+                match protocol.call_method1(py, intern!(py, "data_received"), (data,)) {
+                    Ok(_) => Ok(()),
+                    Err(e) => Self::fatal_pyerr(
+                        slf,
+                        e,
+                        "Fatal error: protocol.data_received() call failed.",
+                    ),
+                }
+            }
+        }
+    }
+
+    /// `_read_ready__get_buffer`.
+    fn read_get_buffer(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (fd, protocol, sock) = {
+            let me = slf.borrow();
+            let (Some(p), Some(s)) = (&me.protocol, &me.sock) else {
+                return Ok(());
+            };
+            (me.fd, p.clone_ref(py), s.clone_ref(py))
+        };
+        let protocol = protocol.bind(py);
+        let got = protocol
+            .call_method1(intern!(py, "get_buffer"), (-1,))
+            .and_then(|buf| {
+                if buf.len()? == 0 {
+                    return Err(PyRuntimeError::new_err(
+                        "get_buffer() returned an empty buffer",
+                    ));
+                }
+                Ok(buf)
+            });
+        let buf = match got {
+            Ok(b) => b,
+            Err(e) => {
+                return Self::fatal_pyerr(slf, e, "Fatal error: protocol.get_buffer() call failed.")
+            }
+        };
+        let res: PyResult<Option<usize>> = match PyUntypedBuffer::get(&buf) {
+            Ok(view) if !view.readonly() && view.is_c_contiguous() => {
+                // SAFETY: a writable, C-contiguous export of `len_bytes()` bytes, held (so
+                // neither freed nor resized) until dropped below, after the call.
+                let r = unsafe { recv_once(fd, view.buf_ptr().cast(), view.len_bytes()) };
+                // Released before buffer_updated() runs, as recv_into releases it.
+                drop(view);
+                r.map_err(to_pyerr)
+            }
+            // Anything else: the socket's own recv_into, for its exact result or error.
+            _ => match sock.call_method1(py, intern!(py, "recv_into"), (&buf,)) {
+                Ok(n) => n.extract(py).map(Some),
+                Err(e)
+                    if e.is_instance_of::<pyo3::exceptions::PyBlockingIOError>(py)
+                        || e.is_instance_of::<pyo3::exceptions::PyInterruptedError>(py) =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            },
+        };
+        drop(buf);
+        match res {
+            Ok(None) => Ok(()),
+            Err(e) => Self::fatal_pyerr(slf, e, "Fatal read error on socket transport"),
+            Ok(Some(0)) => Self::on_eof(slf),
+            Ok(Some(n)) => match protocol.call_method1(intern!(py, "buffer_updated"), (n,)) {
+                Ok(_) => Ok(()),
+                Err(e) => Self::fatal_pyerr(
+                    slf,
+                    e,
+                    "Fatal error: protocol.buffer_updated() call failed.",
+                ),
+            },
+        }
+    }
+
+    /// `_read_ready__on_eof`.
+    fn on_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        Self::debug_log(slf, "%r received EOF")?;
+        let protocol = slf.borrow().protocol.as_ref().map(|p| p.clone_ref(py));
+        let res = match &protocol {
+            Some(p) => p.call_method0(py, intern!(py, "eof_received")),
+            None => Err(PyAttributeErrorNone::err("eof_received")),
+        };
+        let keep_open = match res {
+            Ok(k) => k,
+            Err(e) => {
+                return Self::fatal_pyerr(
+                    slf,
+                    e,
+                    "Fatal error: protocol.eof_received() call failed.",
+                )
+            }
+        };
+        if keep_open.is_truthy(py)? {
+            let (loop_, fd) = {
+                let me = slf.borrow();
+                (me.loop_.as_ref().map(|l| l.clone_ref(py)), me.fd)
+            };
+            if let Some(l) = loop_ {
+                remove_reader(l.bind(py), fd)?;
+            }
+            Ok(())
+        } else {
+            Self::close_(slf)
+        }
+    }
+
+    /// The writer callback (asyncio's `_write_ready` / `_write_sendmsg`).
+    fn write_ready_(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let res = {
+            let me = slf.borrow();
+            if me.buffer.is_empty() {
+                return Err(PyAssertionError::new_err("Data should not be empty"));
+            }
+            if me.conn_lost > 0 {
+                return Ok(());
+            }
+            me.buffer.send(me.fd)
+        };
+        match res {
+            Ok(None) => Ok(()),
+            Err(e) => {
+                let (loop_, fd) = {
+                    let me = slf.borrow();
+                    (me.loop_.as_ref().map(|l| l.clone_ref(py)), me.fd)
+                };
+                if let Some(l) = &loop_ {
+                    remove_writer(l.bind(py), fd)?;
+                }
+                slf.borrow_mut().buffer.clear();
+                let exc = to_pyerr(e).into_value(py).into_bound(py).into_any();
+                Self::fatal_error(slf, &exc, "Fatal write error on socket transport")?;
+                let waiter = slf.borrow().empty_waiter.as_ref().map(|w| w.clone_ref(py));
+                if let Some(w) = waiter {
+                    w.call_method1(py, intern!(py, "set_exception"), (exc,))?;
+                }
+                Ok(())
+            }
+            Ok(Some(n)) => {
+                slf.borrow_mut().buffer.consume(n);
+                Self::maybe_resume(slf)?; // May append to the buffer.
+                Self::after_flush(slf)
+            }
+        }
+    }
+
+    /// The end of a successful flush: when the queue is empty, stop watching and finish a
+    /// pending close or write_eof.
+    fn after_flush(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (empty, loop_, fd, waiter, closing, eof) = {
+            let me = slf.borrow();
+            (
+                me.buffer.is_empty(),
+                me.loop_.as_ref().map(|l| l.clone_ref(py)),
+                me.fd,
+                me.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
+                me.closing,
+                me.eof,
+            )
+        };
+        if !empty {
+            return Ok(());
+        }
+        if let Some(l) = &loop_ {
+            remove_writer(l.bind(py), fd)?;
+        }
+        if let Some(w) = waiter {
+            w.call_method1(py, intern!(py, "set_result"), (py.None(),))?;
+        }
+        if closing {
+            Self::call_connection_lost_(slf, py.None().into_bound(py))?;
+        } else if eof {
+            shutdown_wr(fd)?;
+        }
+        Ok(())
+    }
+
+    fn call_connection_lost_(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let (protocol, connected) = {
+            let me = slf.borrow();
+            (
+                me.protocol.as_ref().map(|p| p.clone_ref(py)),
+                me.protocol_connected,
+            )
+        };
+        let res = if connected {
+            match &protocol {
+                Some(p) => p
+                    .call_method1(py, intern!(py, "connection_lost"), (&exc,))
+                    .map(drop),
+                None => Err(PyAttributeErrorNone::err("connection_lost")),
+            }
+        } else {
+            Ok(())
+        };
+        // finally:
+        let (sock, protocol, loop_, server) = {
+            let mut me = slf.borrow_mut();
+            (
+                me.sock.take(),
+                me.protocol.take(),
+                me.loop_.take(),
+                me.server.take(),
+            )
+        };
+        let mut fin: PyResult<()> = Ok(());
+        if let Some(s) = &sock {
+            fin = s.call_method0(py, intern!(py, "close")).map(drop);
+        }
+        drop((sock, protocol, loop_));
+        if fin.is_ok() {
+            if let Some(server) = &server {
+                fin = detach(slf, server.bind(py));
+            }
+        }
+        drop(server);
+        res?;
+        fin?;
+        let waiter = slf.borrow().empty_waiter.as_ref().map(|w| w.clone_ref(py));
+        if let Some(w) = waiter {
+            let e = PyConnectionError::new_err("Connection is closed by peer");
+            w.call_method1(py, intern!(py, "set_exception"), (e.into_value(py),))?;
+        }
+        Ok(())
+    }
+
+    /// Queues `data` (after an immediate send when nothing is queued).
+    fn write_slice(slf: &Bound<'_, Self>, data: &[u8]) -> PyResult<()> {
+        let py = slf.py();
+        let (queued, conn_lost, fd) = {
+            let me = slf.borrow();
+            (!me.buffer.is_empty(), me.conn_lost, me.fd)
+        };
+        if conn_lost > 0 {
+            let threshold = cached(py)?.log_threshold;
+            if conn_lost >= threshold {
+                cached(py)?.conn_lost_warning.call0(py)?;
+            }
+            slf.borrow_mut().conn_lost += 1;
+            return Ok(());
+        }
+        let mut rest = data;
+        if !queued {
+            // Optimization: try to send now.
+            match send_once(fd, data) {
+                Ok(Some(n)) => {
+                    rest = &data[n.min(data.len())..];
+                    if rest.is_empty() {
+                        return Ok(());
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Self::fatal_pyerr(
+                        slf,
+                        to_pyerr(e),
+                        "Fatal write error on socket transport",
+                    )
+                }
+            }
+            // Not all was written; register the write handler.
+            if let Some(l) = loop_of(slf) {
+                add_writer(&l, fd, slf.getattr(intern!(py, "_write_ready"))?)?;
+            }
+        }
+        slf.borrow_mut().buffer.push(rest);
+        Self::maybe_pause(slf)
+    }
+}
+
+/// An AttributeError for a protocol that is already gone (asyncio would fail on `None.x`).
+struct PyAttributeErrorNone;
+impl PyAttributeErrorNone {
+    fn err(name: &str) -> PyErr {
+        pyo3::exceptions::PyAttributeError::new_err(format!(
+            "'NoneType' object has no attribute '{name}'"
+        ))
+    }
+}
+
+fn attach(slf: &Bound<'_, SocketTransport>, server: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = slf.py();
+    if cached(py)?.attach_takes_transport {
+        server.call_method1(intern!(py, "_attach"), (slf,))?;
+    } else {
+        server.call_method0(intern!(py, "_attach"))?;
+    }
+    Ok(())
+}
+
+fn detach(slf: &Bound<'_, SocketTransport>, server: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = slf.py();
+    if cached(py)?.attach_takes_transport {
+        server.call_method1(intern!(py, "_detach"), (slf,))?;
+    } else {
+        server.call_method0(intern!(py, "_detach"))?;
+    }
+    Ok(())
+}
+
+#[pymethods]
+impl SocketTransport {
+    /// asyncio's `_SelectorSocketTransport(loop, sock, protocol, waiter, extra, server)`.
+    #[staticmethod]
+    #[pyo3(signature = (r#loop, sock, protocol, waiter=None, extra=None, server=None))]
+    fn _create<'py>(
+        r#loop: &Bound<'py, PyAny>,
+        sock: &Bound<'py, PyAny>,
+        protocol: &Bound<'py, PyAny>,
+        waiter: Option<&Bound<'py, PyAny>>,
+        extra: Option<&Bound<'py, PyAny>>,
+        server: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, SocketTransport>> {
+        let py = r#loop.py();
+        let c = cached(py)?;
+        let extra = match extra {
+            Some(e) if !e.is_none() => e.cast::<PyDict>()?.clone(),
+            _ => PyDict::new(py),
+        };
+        extra.set_item("socket", c.transport_socket.call1(py, (sock,))?)?;
+        match sock.call_method0("getsockname") {
+            Ok(n) => extra.set_item("sockname", n)?,
+            Err(e) if e.is_instance_of::<PyOSError>(py) => extra.set_item("sockname", py.None())?,
+            Err(e) => return Err(e),
+        }
+        if !extra.contains("peername")? {
+            match sock.call_method0("getpeername") {
+                Ok(n) => extra.set_item("peername", n)?,
+                Err(e) if e.is_instance_of::<PyOSError>(py) => {
+                    extra.set_item("peername", py.None())?
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let fd: RawFd = sock.call_method0("fileno")?.extract()?;
+        let server = server.filter(|s| !s.is_none());
+        let tr = Bound::new(
+            py,
+            SocketTransport {
+                loop_: Some(r#loop.clone().unbind()),
+                sock: Some(sock.clone().unbind()),
+                fd,
+                protocol: None,
+                protocol_connected: false,
+                buffered: false,
+                server: server.map(|s| s.clone().unbind()),
+                extra: Some(extra.unbind()),
+                buffer: WriteQueue::default(),
+                conn_lost: 0,
+                closing: false,
+                paused: false,
+                eof: false,
+                empty_waiter: None,
+                protocol_paused: false,
+                high_water: Some(65536i64.into_pyobject(py)?.into_any().unbind()),
+                low_water: Some(16384i64.into_pyobject(py)?.into_any().unbind()),
+                high: 65536.0,
+                low: 16384.0,
+                max_size: MAX_SIZE,
+            },
+        )?;
+        Self::set_protocol(&tr, protocol)?;
+        if let Some(s) = server {
+            attach(&tr, s)?;
+        }
+        r#loop
+            .getattr(intern!(py, "_transports"))?
+            .set_item(fd, &tr)?;
+        // Disable the Nagle algorithm, as asyncio does.
+        c.set_nodelay.call1(py, (sock,))?;
+        let call_soon = r#loop.getattr(intern!(py, "call_soon"))?;
+        call_soon.call1((protocol.getattr(intern!(py, "connection_made"))?, &tr))?;
+        // Only start reading when connection_made() has been called.
+        call_soon.call1((
+            tr.getattr(intern!(py, "_add_reader"))?,
+            fd,
+            tr.getattr(intern!(py, "_read_ready"))?,
+        ))?;
+        if let Some(w) = waiter.filter(|w| !w.is_none()) {
+            call_soon.call1((&c.set_result_unless_cancelled, w, py.None()))?;
+        }
+        Ok(tr)
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let py = slf.py();
+        let (sock_none, closing, fd, loop_, bufsize) = {
+            let me = slf.borrow();
+            (
+                me.sock.is_none(),
+                me.closing,
+                me.fd,
+                me.loop_.as_ref().map(|l| l.clone_ref(py)),
+                me.buffer.size,
+            )
+        };
+        let name = slf.get_type().name()?.to_string();
+        let loop_ = loop_.map(|l| l.into_bound(py));
+        Self::repr_with(py, &name, sock_none, closing, fd, loop_.as_ref(), bufsize)
+    }
+
+    #[pyo3(signature = (name, default=None))]
+    fn get_extra_info(
+        slf: &Bound<'_, Self>,
+        name: &Bound<'_, PyAny>,
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        // The lookup may run Python code (a key's __eq__): no borrow is held meanwhile.
+        let extra = slf.borrow().extra.as_ref().map(|e| e.clone_ref(py));
+        if let Some(extra) = extra {
+            if let Some(v) = extra.bind(py).get_item(name)? {
+                return Ok(v.unbind());
+            }
+        }
+        Ok(default.unwrap_or_else(|| py.None()))
+    }
+
+    fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::force_close(slf, slf.py().None().into_bound(slf.py()))
+    }
+
+    fn set_protocol(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let buffered = protocol.is_instance(cached(py)?.buffered_protocol.bind(py))?;
+        let old = {
+            let mut me = slf.borrow_mut();
+            me.buffered = buffered;
+            me.protocol_connected = true;
+            me.protocol.replace(protocol.clone().unbind())
+        };
+        drop(old);
+        Ok(())
+    }
+
+    fn get_protocol(&self, py: Python<'_>) -> Py<PyAny> {
+        match &self.protocol {
+            Some(p) => p.clone_ref(py),
+            None => py.None(),
+        }
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    fn is_reading(&self) -> bool {
+        self.is_reading_()
+    }
+
+    fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (loop_, fd) = {
+            let mut me = slf.borrow_mut();
+            if !me.is_reading_() {
+                return Ok(());
+            }
+            me.paused = true;
+            (me.loop_.as_ref().map(|l| l.clone_ref(py)), me.fd)
+        };
+        if let Some(l) = loop_ {
+            remove_reader(l.bind(py), fd)?;
+        }
+        Self::debug_log(slf, "%r pauses reading")
+    }
+
+    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (loop_, fd) = {
+            let mut me = slf.borrow_mut();
+            if me.closing || !me.paused {
+                return Ok(());
+            }
+            me.paused = false;
+            (me.loop_.as_ref().map(|l| l.clone_ref(py)), me.fd)
+        };
+        if let Some(l) = loop_ {
+            add_reader(l.bind(py), fd, slf.getattr(intern!(py, "_read_ready"))?)?;
+        }
+        Self::debug_log(slf, "%r resumes reading")
+    }
+
+    /// asyncio's `_add_reader(fd, callback, *args)`: only while reading.
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_reader(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let loop_ = {
+            let me = slf.borrow();
+            if !me.is_reading_() {
+                return Ok(());
+            }
+            me.loop_.as_ref().map(|l| l.clone_ref(py))
+        };
+        let Some(loop_) = loop_ else {
+            return Ok(());
+        };
+        let loop_ = loop_.bind(py);
+        if args.is_empty() {
+            if let (Ok(core), Ok(_)) = (loop_.cast::<LoopCore>(), fd.extract::<RawFd>()) {
+                add_watcher(
+                    core,
+                    fd,
+                    callback.clone().unbind(),
+                    PyTuple::empty(py).unbind(),
+                    true,
+                )?;
+                return Ok(());
+            }
+        }
+        let mut a = vec![fd.clone(), callback.clone()];
+        a.extend(args.iter());
+        loop_.call_method1(intern!(py, "_add_reader"), PyTuple::new(py, a)?)?;
+        Ok(())
+    }
+
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::close_(slf)
+    }
+
+    #[pyo3(signature = (exc, message="Fatal error on transport"))]
+    fn _fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
+        Self::fatal_error(slf, exc, message)
+    }
+
+    fn _force_close(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+        Self::force_close(slf, exc.clone())
+    }
+
+    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+        Self::call_connection_lost_(slf, exc.clone())
+    }
+
+    fn get_write_buffer_size(&self) -> usize {
+        self.buffer.size
+    }
+
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> (Py<PyAny>, Py<PyAny>) {
+        let o = |x: &Option<Py<PyAny>>| x.as_ref().map_or_else(|| py.None(), |v| v.clone_ref(py));
+        (o(&self.low_water), o(&self.high_water))
+    }
+
+    #[pyo3(signature = (high=None, low=None))]
+    fn _set_write_buffer_limits(
+        slf: &Bound<'_, Self>,
+        high: Option<&Bound<'_, PyAny>>,
+        low: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let (h, l): (Bound<'_, PyAny>, Bound<'_, PyAny>) = cached(py)?
+            .write_buffer_limits
+            .bind(py)
+            .call1((high, low))?
+            .extract()?;
+        let (hf, lf): (f64, f64) = (h.extract()?, l.extract()?);
+        let old = {
+            let mut me = slf.borrow_mut();
+            me.high = hf;
+            me.low = lf;
+            (
+                me.high_water.replace(h.unbind()),
+                me.low_water.replace(l.unbind()),
+            )
+        };
+        drop(old);
+        Ok(())
+    }
+
+    #[pyo3(signature = (high=None, low=None))]
+    fn set_write_buffer_limits(
+        slf: &Bound<'_, Self>,
+        high: Option<&Bound<'_, PyAny>>,
+        low: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        Self::_set_write_buffer_limits(slf, high, low)?;
+        Self::maybe_pause(slf)
+    }
+
+    fn _maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::maybe_pause(slf)
+    }
+
+    fn _maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::maybe_resume(slf)
+    }
+
+    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let (conn_lost, buffered) = {
+            let me = slf.borrow();
+            (me.conn_lost, me.buffered)
+        };
+        if conn_lost > 0 {
+            return Ok(());
+        }
+        if buffered {
+            Self::read_get_buffer(slf)
+        } else {
+            Self::read_data_received(slf)
+        }
+    }
+
+    fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::write_ready_(slf)
+    }
+
+    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        if !(data.is_instance_of::<PyBytes>()
+            || data.is_instance_of::<PyByteArray>()
+            || data.is_instance_of::<PyMemoryView>())
+        {
+            return Err(PyTypeError::new_err(format!(
+                "data argument must be a bytes-like object, not {}",
+                data.get_type().name()?.repr()?
+            )));
+        }
+        {
+            let me = slf.borrow();
+            if me.eof {
+                return Err(PyRuntimeError::new_err(
+                    "Cannot call write() after write_eof()",
+                ));
+            }
+            if me.empty_waiter.is_some() {
+                return Err(PyRuntimeError::new_err(
+                    "unable to write; sendfile is in progress",
+                ));
+            }
+        }
+        if data.is_instance_of::<PyMemoryView>() && !data.is_truthy()? {
+            return Ok(());
+        }
+        if let Ok(mv) = data.cast::<PyMemoryView>() {
+            let contiguous = PyUntypedBuffer::get(mv.as_any())?.is_c_contiguous();
+            let (idle, conn_lost) = {
+                let me = slf.borrow();
+                (me.buffer.is_empty(), me.conn_lost)
+            };
+            if !contiguous && idle && conn_lost == 0 {
+                // asyncio's immediate sock.send() refuses it: a fatal write error.
+                let err = pyo3::exceptions::PyBufferError::new_err(
+                    "memoryview: underlying buffer is not C-contiguous",
+                );
+                return Self::fatal_pyerr(slf, err, "Fatal write error on socket transport");
+            }
+        }
+        let d = data_of(data)?;
+        let bytes = d.as_slice();
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        Self::write_slice(slf, bytes)
+    }
+
+    fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        if !cached(py)?.own_writelines {
+            // 3.9-3.11: WriteTransport.writelines: b''.join(list_of_data) then write().
+            let data = PyBytes::new(py, b"").call_method1(intern!(py, "join"), (list_of_data,))?;
+            return Self::write(slf, &data);
+        }
+        {
+            let me = slf.borrow();
+            if me.eof {
+                return Err(PyRuntimeError::new_err(
+                    "Cannot call writelines() after write_eof()",
+                ));
+            }
+            if me.empty_waiter.is_some() {
+                return Err(PyRuntimeError::new_err(
+                    "unable to writelines; sendfile is in progress",
+                ));
+            }
+        }
+        if !list_of_data.is_truthy()? {
+            return Ok(());
+        }
+        // All views first (memoryview(data) for each), as asyncio's list comprehension.
+        let mut items = Vec::new();
+        for item in list_of_data.try_iter()? {
+            let item = item?;
+            let view = PyMemoryView::from(&item)?;
+            items.push(data_of(view.as_any())?);
+        }
+        let conn_lost = slf.borrow().conn_lost;
+        if conn_lost > 0 {
+            if conn_lost >= cached(py)?.log_threshold {
+                cached(py)?.conn_lost_warning.call0(py)?;
+            }
+            slf.borrow_mut().conn_lost += 1;
+            return Ok(());
+        }
+        let was_empty = {
+            let mut me = slf.borrow_mut();
+            let was_empty = me.buffer.is_empty();
+            for d in &items {
+                me.buffer.push(d.as_slice());
+            }
+            was_empty
+        };
+        drop(items);
+        if slf.borrow().buffer.is_empty() {
+            return Ok(());
+        }
+        Self::write_ready_(slf)?;
+        // If the entire buffer couldn't be written, register a write handler.
+        let (pending, loop_, fd) = {
+            let me = slf.borrow();
+            (
+                !me.buffer.is_empty(),
+                me.loop_.as_ref().map(|l| l.clone_ref(py)),
+                me.fd,
+            )
+        };
+        if pending {
+            if let Some(l) = loop_ {
+                if was_empty {
+                    add_writer(l.bind(py), fd, slf.getattr(intern!(py, "_write_ready"))?)?;
+                }
+            }
+            Self::maybe_pause(slf)?;
+        }
+        Ok(())
+    }
+
+    fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let (empty, fd) = {
+            let mut me = slf.borrow_mut();
+            if me.closing || me.eof {
+                return Ok(());
+            }
+            me.eof = true;
+            (me.buffer.is_empty(), me.fd)
+        };
+        if empty {
+            shutdown_wr(fd)?;
+        }
+        Ok(())
+    }
+
+    fn can_write_eof(&self) -> bool {
+        true
+    }
+
+    fn _make_empty_waiter(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let (loop_, empty) = {
+            let me = slf.borrow();
+            if me.empty_waiter.is_some() {
+                return Err(PyRuntimeError::new_err("Empty waiter is already set"));
+            }
+            (
+                me.loop_.as_ref().map(|l| l.clone_ref(py)),
+                me.buffer.is_empty(),
+            )
+        };
+        let Some(loop_) = loop_ else {
+            return Err(pyo3::exceptions::PyAttributeError::new_err(
+                "'NoneType' object has no attribute 'create_future'",
+            ));
+        };
+        let fut = loop_.call_method0(py, intern!(py, "create_future"))?;
+        slf.borrow_mut().empty_waiter = Some(fut.clone_ref(py));
+        if empty {
+            fut.call_method1(py, intern!(py, "set_result"), (py.None(),))?;
+        }
+        Ok(fut)
+    }
+
+    fn _reset_empty_waiter(slf: &Bound<'_, Self>) {
+        let old = slf.borrow_mut().empty_waiter.take();
+        drop(old);
+    }
+
+    // --- attributes asyncio's code and tests read --------------------------------------
+
+    /// What `isinstance()` falls back to: a subclass of asyncio's `transports._FlowControlMixin`
+    /// (hence of `asyncio.Transport`), so `isinstance(tr, asyncio.Transport)` holds as for
+    /// asyncio's transport. `type(tr)` stays this native class.
+    #[getter]
+    fn __class__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(cached(py)?.mask_class.clone_ref(py))
+    }
+
+    #[getter]
+    fn _sendfile_compatible(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(cached(py)?.sendfile_try_native.clone_ref(py))
+    }
+    #[getter]
+    fn _start_tls_compatible(&self) -> bool {
+        true
+    }
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.loop_.as_ref().map(|x| x.clone_ref(py))
+    }
+    #[getter]
+    fn _sock(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.sock.as_ref().map(|x| x.clone_ref(py))
+    }
+    #[getter]
+    fn _sock_fd(&self) -> RawFd {
+        self.fd
+    }
+    #[getter]
+    fn _protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.protocol.as_ref().map(|x| x.clone_ref(py))
+    }
+    #[getter]
+    fn _protocol_connected(&self) -> bool {
+        self.protocol_connected
+    }
+    #[setter(_protocol_connected)]
+    fn set_protocol_connected_attr(&mut self, v: bool) {
+        self.protocol_connected = v;
+    }
+    #[getter]
+    fn _server(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.server.as_ref().map(|x| x.clone_ref(py))
+    }
+    #[getter]
+    fn _extra(&self, py: Python<'_>) -> Option<Py<PyDict>> {
+        self.extra.as_ref().map(|x| x.clone_ref(py))
+    }
+    #[getter]
+    fn _closing(&self) -> bool {
+        self.closing
+    }
+    #[getter]
+    fn _conn_lost(&self) -> usize {
+        self.conn_lost
+    }
+    #[getter]
+    fn _paused(&self) -> bool {
+        self.paused
+    }
+    #[getter]
+    fn _eof(&self) -> bool {
+        self.eof
+    }
+    #[getter]
+    fn _empty_waiter(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.empty_waiter.as_ref().map(|x| x.clone_ref(py))
+    }
+    #[getter]
+    fn _protocol_paused(&self) -> bool {
+        self.protocol_paused
+    }
+    #[setter(_protocol_paused)]
+    fn set_protocol_paused_attr(&mut self, v: bool) {
+        self.protocol_paused = v;
+    }
+    #[getter]
+    fn _high_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.high_water.as_ref().map(|x| x.clone_ref(py))
+    }
+    #[getter]
+    fn _low_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.low_water.as_ref().map(|x| x.clone_ref(py))
+    }
+    /// A copy of the unsent data.
+    #[getter]
+    fn _buffer<'py>(&self, py: Python<'py>) -> Bound<'py, PyByteArray> {
+        PyByteArray::new(py, &self.buffer.snapshot())
+    }
+    #[getter]
+    fn max_size(&self) -> usize {
+        self.max_size
+    }
+    #[setter]
+    fn set_max_size(&mut self, v: usize) -> PyResult<()> {
+        if v == 0 {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "max_size must be positive",
+            ));
+        }
+        self.max_size = v;
+        Ok(())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for x in [
+            &self.loop_,
+            &self.sock,
+            &self.protocol,
+            &self.server,
+            &self.empty_waiter,
+            &self.high_water,
+            &self.low_water,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            visit.call(x)?;
+        }
+        if let Some(e) = &self.extra {
+            visit.call(e)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        // The socket is kept: the finalizer still warns about and closes an unclosed one.
+        self.loop_ = None;
+        self.protocol = None;
+        self.server = None;
+        self.empty_waiter = None;
+        self.extra = None;
+    }
+}
+
+impl Drop for SocketTransport {
+    /// asyncio's `__del__`: an unclosed transport warns (ResourceWarning) and closes its socket.
+    fn drop(&mut self) {
+        let Some(sock) = self.sock.take() else {
+            return;
+        };
+        Python::attach(|py| {
+            // Do not disturb an exception being propagated while this object is freed.
+            let pending = PyErr::take(py);
+            let loop_ = self.loop_.as_ref().map(|l| l.bind(py).clone());
+            let repr = SocketTransport::repr_with(
+                py,
+                "SocketTransport",
+                false,
+                self.closing,
+                self.fd,
+                loop_.as_ref(),
+                self.buffer.size,
+            )
+            .unwrap_or_else(|_| format!("<SocketTransport fd={}>", self.fd));
+            let mut res = cached(py).and_then(|c| c.unclosed.call1(py, (repr,)).map(drop));
+            if res.is_ok() {
+                res = sock.call_method0(py, "close").map(drop);
+            }
+            if res.is_ok() {
+                if let Some(server) = &self.server {
+                    // 3.13: the server forgets the client (its WeakSet already has).
+                    res = cached(py).and_then(|c| c.detach_dead.call1(py, (server,)).map(drop));
+                }
+            }
+            if let Err(e) = res {
+                e.write_unraisable(py, None);
+            }
+            if let Some(p) = pending {
+                p.restore(py);
+            }
+        });
+    }
+}

@@ -1,0 +1,81 @@
+"""Slow paths of the native stream transport (``oxloop._oxloop.SocketTransport``).
+
+The transport's hot paths (read -> data_received, write, the write queue) are in Rust; what is
+here runs only on errors, in debug mode, on reprs, or once per connection, and uses the running
+asyncio version's own objects (logger, constants, TransportSocket, Server._attach signature).
+"""
+
+import inspect
+import warnings
+from asyncio import base_events, constants, futures, protocols, selector_events, transports, trsock
+from asyncio.log import logger
+
+BufferedProtocol = protocols.BufferedProtocol
+TransportSocket = trsock.TransportSocket
+set_nodelay = base_events._set_nodelay
+set_result_unless_cancelled = futures._set_result_unless_cancelled
+SENDFILE_TRY_NATIVE = constants._SendfileMode.TRY_NATIVE
+LOG_THRESHOLD_FOR_CONNLOST_WRITES = constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
+
+#: 3.13 (and later 3.12.x): Server._attach(transport) / _detach(transport) track the clients.
+ATTACH_TAKES_TRANSPORT = len(inspect.signature(base_events.Server._attach).parameters) > 1
+
+
+class SocketTransport(transports._FlowControlMixin, transports.Transport):
+    """What ``isinstance()`` sees as the class of the native ``oxloop._oxloop.SocketTransport``.
+
+    The native transport's ``__class__`` is this class, so ``isinstance(tr, asyncio.Transport)``
+    (and ``transports._FlowControlMixin``, as asyncio's sendfile fallback checks) is true, as it
+    is for asyncio's own transport; ``type(tr)`` is the native class. Never instantiated.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, *args, **kwargs):
+        raise TypeError("use loop._make_socket_transport()")
+
+
+def debug(msg, transport):
+    logger.debug(msg, transport)
+
+
+def fatal_error_debug(transport, message, exc):
+    """asyncio's ``_fatal_error`` for an OSError in debug mode."""
+    logger.debug("%r: %s", transport, message, exc_info=exc)
+
+
+def conn_lost_warning():
+    logger.warning("socket.send() raised exception.")
+
+
+def unclosed(transport_repr, source=None):
+    warnings.warn(f"unclosed transport {transport_repr}", ResourceWarning, source=source)
+
+
+def test_selector_event(loop, fd, event):
+    return selector_events._test_selector_event(loop._selector, fd, event)
+
+
+def write_buffer_limits(high=None, low=None):
+    """``_FlowControlMixin._set_write_buffer_limits``: the checked (high, low)."""
+    if high is None:
+        if low is None:
+            high = 64 * 1024
+        else:
+            high = 4 * low
+    if low is None:
+        low = high // 4
+
+    if not high >= low >= 0:
+        raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+    return high, low
+
+
+class _Gone:
+    """Stands for a transport already freed (its weak reference in Server._clients is gone)."""
+
+
+def detach_dead(server):
+    """3.13's ``__del__`` detaches an unclosed transport from its server (lets wait_closed end)."""
+    if ATTACH_TAKES_TRANSPORT:
+        server._detach(_Gone())

@@ -1,0 +1,659 @@
+"""The native stream transport (the default; OXLOOP_NATIVE_TRANSPORTS=0 turns it off) against asyncio's own.
+
+Each test runs on stock asyncio (the reference) and on oxloop loops created with the native
+transport enabled (native epoll, and a Python selectors object); the native loops must give
+exactly asyncio's results: data, callbacks, error messages, exception-handler contexts.
+"""
+
+import asyncio
+import gc
+import os
+import selectors
+import socket
+import sys
+import tempfile
+import warnings
+
+import pytest
+
+from conftest import require_oxloop
+
+KINDS = ["asyncio", "native-epoll", "native-pyselector"]
+
+
+@pytest.fixture(params=KINDS)
+def tloop(request, monkeypatch):
+    if request.param == "asyncio":
+        loop = asyncio.SelectorEventLoop()
+    else:
+        ox = require_oxloop()
+        monkeypatch.setenv("OXLOOP_NATIVE_TRANSPORTS", "1")
+        sel = None if request.param == "native-epoll" else selectors.DefaultSelector()
+        loop = ox.SelectorEventLoop(sel)
+    loop.kind = request.param
+    calls = []
+    loop.set_exception_handler(lambda lp, ctx: calls.append(ctx))
+    loop.handler_calls = calls
+    yield loop
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+
+
+def run(loop, coro, timeout=10):
+    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+def check_kind(loop, tr):
+    if loop.kind == "asyncio":
+        assert type(tr).__name__ == "_SelectorSocketTransport"
+    else:
+        assert type(tr).__name__ == "SocketTransport"
+        assert type(tr).__module__ == "oxloop._oxloop"
+
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, tr):
+        self.tr = tr
+
+    def data_received(self, data):
+        self.tr.write(data)
+
+    def eof_received(self):
+        self.tr.close()
+
+
+class Recorder(asyncio.Protocol):
+    def __init__(self, loop):
+        self.loop = loop
+        self.data = bytearray()
+        self.events = []
+        self.lost = loop.create_future()
+        self.eof = loop.create_future()
+        self.keep_open = False
+
+    def connection_made(self, tr):
+        self.tr = tr
+        self.events.append("made")
+
+    def data_received(self, data):
+        assert type(data) is bytes
+        self.data += data
+
+    def eof_received(self):
+        self.events.append("eof")
+        self.eof.set_result(None)
+        return self.keep_open
+
+    def pause_writing(self):
+        self.events.append("pause")
+
+    def resume_writing(self):
+        self.events.append("resume")
+
+    def connection_lost(self, exc):
+        self.events.append(("lost", exc))
+        self.lost.set_result(exc)
+
+
+async def serve(loop, factory=Echo):
+    srv = await loop.create_server(factory, "127.0.0.1", 0)
+    return srv, srv.sockets[0].getsockname()
+
+
+async def wait_for_data(proto, n):
+    for _ in range(2000):
+        if len(proto.data) >= n:
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"got {len(proto.data)} of {n} bytes")
+
+
+def test_echo_roundtrip(tloop):
+    async def main():
+        srv, addr = await serve(tloop)
+        tr, pr = await tloop.create_connection(lambda: Recorder(tloop), *addr)
+        check_kind(tloop, tr)
+        assert isinstance(tr, asyncio.Transport)
+        assert pr.events == ["made"]
+        tr.write(b"hello")
+        tr.write(bytearray(b" "))
+        tr.write(memoryview(b"world"))
+        tr.write(b"")
+        await wait_for_data(pr, 11)
+        big = os.urandom(3_000_000)
+        tr.write(big)
+        await wait_for_data(pr, 11 + len(big))
+        assert bytes(pr.data) == b"hello world" + big
+        tr.writelines([b"a", bytearray(b"bc"), memoryview(b"def")])
+        await wait_for_data(pr, 11 + len(big) + 6)
+        assert pr.data.endswith(b"abcdef")
+        assert tr.can_write_eof()
+        tr.write_eof()
+        with pytest.raises(RuntimeError, match=r"Cannot call write\(\) after write_eof\(\)"):
+            tr.write(b"x")
+        await pr.lost
+        assert pr.events == ["made", "eof", ("lost", None)]
+        assert tr.is_closing()
+        assert tr.get_extra_info("socket") is not None
+        srv.close()
+        await srv.wait_closed()
+
+    run(tloop, main())
+    assert tloop.handler_calls == []
+
+
+def test_write_type_errors(tloop):
+    async def main():
+        srv, addr = await serve(tloop)
+        tr, pr = await tloop.create_connection(lambda: Recorder(tloop), *addr)
+        msgs = []
+        for bad in ("str", 1, None, [b"x"]):
+            with pytest.raises(TypeError) as ei:
+                tr.write(bad)
+            msgs.append(str(ei.value))
+        tr.close()
+        await pr.lost
+        srv.close()
+        await srv.wait_closed()
+        return msgs
+
+    assert run(tloop, main()) == [
+        "data argument must be a bytes-like object, not 'str'",
+        "data argument must be a bytes-like object, not 'int'",
+        "data argument must be a bytes-like object, not 'NoneType'",
+        "data argument must be a bytes-like object, not 'list'",
+    ]
+
+
+def test_extra_info_and_repr(tloop):
+    async def main():
+        srv, addr = await serve(tloop)
+        tr, pr = await tloop.create_connection(lambda: Recorder(tloop), *addr)
+        sock = tr.get_extra_info("socket")
+        assert isinstance(sock, asyncio.trsock.TransportSocket)
+        assert tr.get_extra_info("peername") == addr
+        assert tr.get_extra_info("sockname") == sock.getsockname()
+        assert tr.get_extra_info("nope", 42) == 42
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        r = repr(tr)
+        assert r.endswith(f"fd={tr._sock_fd} read=polling write=<idle, bufsize=0>>"), r
+        assert tr.get_protocol() is pr
+        assert tr.get_write_buffer_size() == 0
+        assert tr.get_write_buffer_limits() == (16384, 65536)
+        tr.close()
+        assert "closing" in repr(tr)
+        await pr.lost
+        assert repr(tr).endswith(f"closed fd={tr._sock_fd}>")
+        assert tr._sock is None and tr._loop is None and tr._protocol is None
+        srv.close()
+        await srv.wait_closed()
+
+    run(tloop, main())
+
+
+def test_write_buffer_limits(tloop):
+    async def main():
+        srv, addr = await serve(tloop)
+        tr, pr = await tloop.create_connection(lambda: Recorder(tloop), *addr)
+        tr.set_write_buffer_limits(high=100)
+        assert tr.get_write_buffer_limits() == (25, 100)
+        tr.set_write_buffer_limits(low=10)
+        assert tr.get_write_buffer_limits() == (10, 40)
+        tr.set_write_buffer_limits(0, 0)
+        assert tr.get_write_buffer_limits() == (0, 0)
+        errors = []
+        for high, low in ((1, 2), (-1, None), (None, -4)):
+            with pytest.raises(ValueError) as ei:
+                tr.set_write_buffer_limits(high, low)
+            errors.append(str(ei.value))
+        tr.set_write_buffer_limits()
+        tr.close()
+        await pr.lost
+        srv.close()
+        await srv.wait_closed()
+        return errors
+
+    assert run(tloop, main()) == [
+        "high (1) must be >= low (2) must be >= 0",
+        "high (-1) must be >= low (-1) must be >= 0",
+        "high (-16) must be >= low (-4) must be >= 0",
+    ]
+
+
+class Sink(asyncio.Protocol):
+    """Server side that does not read until told to."""
+
+    instances = []
+
+    def connection_made(self, tr):
+        self.tr = tr
+        tr.pause_reading()
+        Sink.instances.append(self)
+
+
+def test_flow_control_pause_resume(tloop):
+    async def main():
+        Sink.instances.clear()
+        srv, addr = await serve(tloop, Sink)
+        tr, pr = await tloop.create_connection(lambda: Recorder(tloop), *addr)
+        tr.set_write_buffer_limits(high=4096, low=1024)
+        chunk = b"x" * 65536
+        for _ in range(200):
+            tr.write(chunk)
+            if "pause" in pr.events:
+                break
+            await asyncio.sleep(0)
+        assert "pause" in pr.events
+        assert tr.get_write_buffer_size() > 4096
+        # pause_writing is only called once while paused
+        tr.write(chunk)
+        assert pr.events.count("pause") == 1
+        await asyncio.sleep(0.01)
+        assert Sink.instances
+        server_tr = Sink.instances[0].tr
+        # drain on the server side
+        server_tr.set_protocol(Recorder(tloop))
+        server_tr.resume_reading()
+        for _ in range(2000):
+            if "resume" in pr.events:
+                break
+            await asyncio.sleep(0.001)
+        assert pr.events[-1] == "resume"
+        assert tr.get_write_buffer_size() <= 1024
+        tr.close()
+        await pr.lost
+        server_tr.close()
+        srv.close()
+        await srv.wait_closed()
+
+    run(tloop, main())
+
+
+def test_pause_writing_error_reported(tloop):
+    class Bad(Recorder):
+        def pause_writing(self):
+            raise ZeroDivisionError("boom")
+
+    async def main():
+        Sink.instances.clear()
+        srv, addr = await serve(tloop, Sink)
+        tr, pr = await tloop.create_connection(lambda: Bad(tloop), *addr)
+        tr.set_write_buffer_limits(high=0)
+        for _ in range(500):
+            tr.write(b"y" * 65536)
+            if tloop.handler_calls:
+                break
+            await asyncio.sleep(0)
+        tr.abort()
+        await pr.lost
+        Sink.instances[0].tr.close()
+        srv.close()
+        await srv.wait_closed()
+
+    run(tloop, main())
+    ctx = tloop.handler_calls[0]
+    assert ctx["message"] == "protocol.pause_writing() failed"
+    assert isinstance(ctx["exception"], ZeroDivisionError)
+    assert ctx["protocol"] is not None and ctx["transport"] is not None
+    tloop.handler_calls.clear()
+
+
+def test_data_received_error_is_fatal(tloop):
+    class Bad(Recorder):
+        def data_received(self, data):
+            raise ValueError("bad data")
+
+    async def main():
+        srv, addr = await serve(tloop)
+        tr, pr = await tloop.create_connection(lambda: Bad(tloop), *addr)
+        tr.write(b"ping")
+        exc = await pr.lost
+        srv.close()
+        await srv.wait_closed()
+        return tr, pr, exc
+
+    tr, pr, exc = run(tloop, main())
+    assert isinstance(exc, ValueError)
+    (ctx,) = tloop.handler_calls
+    assert ctx["message"] == "Fatal error: protocol.data_received() call failed."
+    assert ctx["exception"] is exc
+    assert ctx["transport"] is tr and ctx["protocol"] is pr
+    tloop.handler_calls.clear()
+
+
+def test_eof_keep_open(tloop):
+    async def main():
+        srv, addr = await serve(tloop, lambda: Recorder(tloop))
+        # The client half-closes; a server protocol returning True may still write.
+        server_protos = []
+
+        def factory():
+            p = Recorder(tloop)
+            p.keep_open = True
+            server_protos.append(p)
+            return p
+
+        srv2 = await tloop.create_server(factory, "127.0.0.1", 0)
+        r, w = await asyncio.open_connection(*srv2.sockets[0].getsockname())
+        w.write(b"request")
+        w.write_eof()
+        for _ in range(2000):
+            if server_protos and server_protos[0].eof.done():
+                break
+            await asyncio.sleep(0.001)
+        sp = server_protos[0]
+        assert bytes(sp.data) == b"request"
+        assert not sp.tr.is_closing()
+        sp.tr.write(b"response")
+        sp.tr.close()
+        assert await r.read() == b"response"
+        await sp.lost
+        w.close()
+        await w.wait_closed()
+        for s in (srv, srv2):
+            s.close()
+            await s.wait_closed()
+
+    run(tloop, main())
+
+
+def test_reading_pause_resume_idempotent(tloop):
+    async def main():
+        srv, addr = await serve(tloop)
+        tr, pr = await tloop.create_connection(lambda: Recorder(tloop), *addr)
+        assert tr.is_reading()
+        tr.pause_reading()
+        tr.pause_reading()
+        assert not tr.is_reading()
+        tr.write(b"abc")
+        await asyncio.sleep(0.05)
+        assert bytes(pr.data) == b""
+        tr.resume_reading()
+        tr.resume_reading()
+        assert tr.is_reading()
+        await wait_for_data(pr, 3)
+        tr.close()
+        assert not tr.is_reading()
+        tr.resume_reading()
+        tr.pause_reading()
+        await pr.lost
+        srv.close()
+        await srv.wait_closed()
+
+    run(tloop, main())
+
+
+class BufProto(asyncio.BufferedProtocol):
+    def __init__(self, loop, size=16, kind="ok"):
+        self.buf = bytearray(size)
+        self.kind = kind
+        self.data = bytearray()
+        self.lost = loop.create_future()
+
+    def connection_made(self, tr):
+        self.tr = tr
+
+    def get_buffer(self, sizehint):
+        assert sizehint == -1
+        if self.kind == "empty":
+            return bytearray()
+        if self.kind == "readonly":
+            return b"readonly"
+        if self.kind == "raise":
+            raise KeyError("gb")
+        return self.buf
+
+    def buffer_updated(self, n):
+        self.data += self.buf[:n]
+        self.buf.extend(b"\0")  # the buffer export must be released by now
+        del self.buf[-1]
+
+    def eof_received(self):
+        return None
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+def test_buffered_protocol(tloop):
+    async def main():
+        srv, addr = await serve(tloop)
+        tr, pr = await tloop.create_connection(lambda: BufProto(tloop), *addr)
+        payload = os.urandom(100_000)
+        tr.write(payload)
+        for _ in range(2000):
+            if len(pr.data) >= len(payload):
+                break
+            await asyncio.sleep(0.001)
+        assert bytes(pr.data) == payload
+        # switch to a plain Protocol and back
+        rec = Recorder(tloop)
+        tr.set_protocol(rec)
+        tr.write(b"plain")
+        await wait_for_data(rec, 5)
+        tr.set_protocol(pr)
+        tr.write(b"again")
+        for _ in range(2000):
+            if pr.data.endswith(b"again"):
+                break
+            await asyncio.sleep(0.001)
+        assert pr.data.endswith(b"again")
+        tr.close()
+        await pr.lost
+        srv.close()
+        await srv.wait_closed()
+
+    run(tloop, main())
+    assert tloop.handler_calls == []
+
+
+@pytest.mark.parametrize("kind", ["empty", "readonly", "raise"])
+def test_buffered_protocol_bad_buffer(tloop, kind):
+    async def main():
+        srv, addr = await serve(tloop)
+        tr, pr = await tloop.create_connection(lambda: BufProto(tloop, kind=kind), *addr)
+        tr.write(b"data")
+        exc = await pr.lost
+        srv.close()
+        await srv.wait_closed()
+        return exc
+
+    exc = run(tloop, main())
+    (ctx,) = tloop.handler_calls
+    tloop.handler_calls.clear()
+    assert ctx["exception"] is exc
+    if kind == "empty":
+        assert ctx["message"] == "Fatal error: protocol.get_buffer() call failed."
+        assert type(exc) is RuntimeError and str(exc) == "get_buffer() returned an empty buffer"
+    elif kind == "raise":
+        assert ctx["message"] == "Fatal error: protocol.get_buffer() call failed."
+        assert type(exc) is KeyError
+    else:
+        assert ctx["message"] == "Fatal read error on socket transport"
+        assert type(exc) is TypeError
+
+
+def test_conn_lost_writes_warn(tloop, caplog):
+    async def main():
+        srv, addr = await serve(tloop)
+        tr, pr = await tloop.create_connection(lambda: Recorder(tloop), *addr)
+        tr.abort()
+        await pr.lost
+        for _ in range(8):
+            tr.write(b"x")
+        srv.close()
+        await srv.wait_closed()
+        return tr
+
+    with caplog.at_level("WARNING", logger="asyncio"):
+        tr = run(tloop, main())
+    warned = [r for r in caplog.records if r.getMessage() == "socket.send() raised exception."]
+    # conn_lost starts at 1: writes number 5..8 (conn_lost >= 5) warn
+    assert len(warned) == 4
+    assert tr._conn_lost == 9
+
+
+def test_reset_by_peer_closes_quietly(tloop):
+    async def main():
+        Sink.instances.clear()
+        srv, addr = await serve(tloop, Sink)
+        tr, pr = await tloop.create_connection(lambda: Recorder(tloop), *addr)
+        await asyncio.sleep(0.01)
+        server_sock = Sink.instances[0].tr.get_extra_info("socket")
+        # RST: linger 0 then close
+        server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        Sink.instances[0].tr.abort()
+        exc = await pr.lost
+        srv.close()
+        await srv.wait_closed()
+        return exc
+
+    exc = run(tloop, main())
+    assert exc is None or isinstance(exc, ConnectionResetError)
+    assert tloop.handler_calls == []
+
+
+def test_unclosed_transport_warns(tloop):
+    async def main():
+        Sink.instances.clear()
+        srv, addr = await serve(tloop, Sink)
+        tr, pr = await tloop.create_connection(lambda: Recorder(tloop), *addr)
+        tr.pause_reading()
+        await asyncio.sleep(0.01)
+        Sink.instances[0].tr.close()
+        srv.close()
+        await srv.wait_closed()
+        return tr, pr
+
+    tr, pr = run(tloop, main())
+    fd = tr._sock_fd
+    sock = tr._sock
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        del tr, pr
+        gc.collect()
+    msgs = [str(x.message) for x in w if issubclass(x.category, ResourceWarning)]
+    assert any(m.startswith("unclosed transport <") and f"fd={fd}" in m for m in msgs), msgs
+    assert sock.fileno() == -1
+
+
+def test_unix_socket(tloop):
+    async def main():
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "s")
+            srv = await tloop.create_unix_server(Echo, path)
+            tr, pr = await tloop.create_unix_connection(lambda: Recorder(tloop), path)
+            check_kind(tloop, tr)
+            tr.write(b"unix!")
+            await wait_for_data(pr, 5)
+            assert bytes(pr.data) == b"unix!"
+            assert tr.get_extra_info("peername") == path
+            tr.close()
+            await pr.lost
+            srv.close()
+            await srv.wait_closed()
+
+    run(tloop, main())
+
+
+@pytest.mark.parametrize("force_fallback", [False, True])
+def test_sendfile(tloop, force_fallback):
+    data = os.urandom(300_000)
+
+    async def main():
+        srv, addr = await serve(tloop, lambda: Recorder(tloop))
+        received = []
+
+        def factory():
+            p = Recorder(tloop)
+            received.append(p)
+            return p
+
+        srv2 = await tloop.create_server(factory, "127.0.0.1", 0)
+        tr, pr = await tloop.create_connection(
+            lambda: Recorder(tloop), *srv2.sockets[0].getsockname()
+        )
+        if force_fallback:
+
+            async def no_native(*args, **kwargs):
+                raise asyncio.exceptions.SendfileNotAvailableError("forced")
+
+            tloop._sendfile_native = no_native
+        with tempfile.TemporaryFile() as f:
+            f.write(data)
+            f.flush()
+            n = await tloop.sendfile(tr, f, offset=1000)
+            assert n == len(data) - 1000
+            assert f.tell() == len(data)
+        assert tr.is_reading()
+        tr.write(b"tail")
+        await wait_for_data(received[0], len(data) - 1000 + 4)
+        assert bytes(received[0].data) == data[1000:] + b"tail"
+        tr.close()
+        await pr.lost
+        received[0].tr.close()
+        for s in (srv, srv2):
+            s.close()
+            await s.wait_closed()
+
+    run(tloop, main())
+    assert tloop.handler_calls == []
+
+
+def test_start_tls_over_native(tloop):
+    ssl = pytest.importorskip("ssl")
+    from test.test_asyncio import utils as test_utils  # CPython's own test certificates
+
+    server_ctx = test_utils.simple_server_sslcontext()
+    client_ctx = test_utils.simple_client_sslcontext()
+
+    async def handler(reader, writer):
+        await writer.start_tls(server_ctx)
+        data = await reader.readexactly(5)
+        writer.write(data.upper())
+        await writer.drain()
+        writer.close()
+
+    if sys.version_info < (3, 11):
+        pytest.skip("StreamWriter.start_tls is 3.11+")
+
+    async def main():
+        srv = await asyncio.start_server(handler, "127.0.0.1", 0)
+        r, w = await asyncio.open_connection(*srv.sockets[0].getsockname())
+        check_kind(tloop, w.transport)
+        await w.start_tls(client_ctx, server_hostname="")
+        w.write(b"hello")
+        assert await r.readexactly(5) == b"HELLO"
+        w.close()
+        try:
+            await w.wait_closed()
+        except (ssl.SSLError, ConnectionError):
+            pass
+        srv.close()
+        await srv.wait_closed()
+
+    run(tloop, main())
+
+
+@pytest.mark.parametrize("env, native", [(None, True), ("1", True), ("0", False)])
+def test_native_transport_is_the_default_and_can_be_turned_off(monkeypatch, env, native):
+    ox = require_oxloop()
+    if env is None:
+        monkeypatch.delenv("OXLOOP_NATIVE_TRANSPORTS", raising=False)
+    else:
+        monkeypatch.setenv("OXLOOP_NATIVE_TRANSPORTS", env)
+    loop = ox.SelectorEventLoop()
+    try:
+        async def main():
+            srv = await loop.create_server(Echo, "127.0.0.1", 0)
+            tr, _ = await loop.create_connection(asyncio.Protocol, *srv.sockets[0].getsockname())
+            name = type(tr).__name__
+            tr.close()
+            srv.close()
+            await srv.wait_closed()
+            return name
+
+        name = run(loop, main())
+        assert name == ("SocketTransport" if native else "_SelectorSocketTransport")
+    finally:
+        loop.close()
