@@ -40,8 +40,11 @@ fn main() {
             tokio::spawn(async move {
                 // The buffer is allocated once the connection first has data, so idle
                 // connections cost what tokio itself needs (the memory case measures that).
-                if s.readable().await.is_err() {
-                    return;
+                // `peek` rather than `readable`: readable() may wake spuriously.
+                let mut probe = [0u8; 1];
+                match s.peek(&mut probe).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
                 }
                 let mut buf = vec![0u8; 256 * 1024];
                 loop {
