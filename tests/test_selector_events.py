@@ -1496,3 +1496,34 @@ def test_sock_recv_error_while_waiting(loop, run):
     finally:
         c.close()
         lsock.close()
+
+
+# --- datagram endpoints -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1, 1024, 65507])
+def test_udp_endpoint_receives_whole_datagrams(loop, run, size):
+    # oxloop reads IPv4/IPv6 datagrams with a 64 KiB buffer instead of asyncio's 256 KiB: the
+    # largest possible IPv4 datagram must still arrive whole.
+    got = loop.create_future()
+
+    class Recv(asyncio.DatagramProtocol):
+        def datagram_received(self, data, addr):
+            if not got.done():
+                got.set_result(data)
+
+    async def main():
+        tr, _ = await loop.create_datagram_endpoint(Recv, local_addr=("127.0.0.1", 0))
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        try:
+            payload = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+            s.sendto(payload, tr.get_extra_info("sockname"))
+            data = await got
+        finally:
+            s.close()
+            tr.close()
+        return payload, data
+
+    payload, data = run(loop, main())
+    assert data == payload
