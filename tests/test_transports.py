@@ -227,7 +227,10 @@ class Sink(asyncio.Protocol):
 
     def connection_made(self, tr):
         self.tr = tr
-        tr.pause_reading()
+        # Paused one callback later: on 3.9, asyncio's own transport adds its reader after
+        # connection_made() unconditionally, undoing a pause_reading() made inside it (fixed
+        # in 3.10; oxloop's native transport honours it on every version).
+        asyncio.get_running_loop().call_soon(tr.pause_reading)
         Sink.instances.append(self)
 
 
