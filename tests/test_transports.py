@@ -660,3 +660,34 @@ def test_native_transport_is_the_default_and_can_be_turned_off(monkeypatch, env,
         assert name == ("SocketTransport" if native else "_SelectorSocketTransport")
     finally:
         loop.close()
+
+
+def test_connect_echo_close_cycles_leak_nothing(tloop):
+    # 2,000 connect / echo / close cycles (the suite's quick form of the 10,000-cycle check):
+    # no fd stays open and the number of live objects does not grow.
+    async def cycle(addr):
+        r, w = await asyncio.open_connection(*addr)
+        w.write(b"x" * 1000)
+        assert await r.readexactly(1000) == b"x" * 1000
+        w.close()
+        await w.wait_closed()
+
+    async def main():
+        srv, addr = await serve(tloop)
+        for _ in range(200):  # warm up caches, free lists, lazily imported modules
+            await cycle(addr)
+        await asyncio.sleep(0.01)
+        gc.collect()
+        fds = len(os.listdir("/proc/self/fd"))
+        objects = len(gc.get_objects())
+        for _ in range(2000):
+            await cycle(addr)
+        await asyncio.sleep(0.01)
+        gc.collect()
+        srv.close()
+        await srv.wait_closed()
+        return fds, objects, len(os.listdir("/proc/self/fd")), len(gc.get_objects())
+
+    fds0, objs0, fds1, objs1 = run(tloop, main(), timeout=60)
+    assert fds1 <= fds0
+    assert objs1 - objs0 < 200, f"live objects grew by {objs1 - objs0} over 2000 cycles"
