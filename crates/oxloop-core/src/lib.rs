@@ -24,6 +24,7 @@ compile_error!(
 );
 
 pub mod clock;
+pub mod net;
 pub mod selector;
 pub mod sys;
 pub mod timers;

@@ -11,6 +11,7 @@
 
 use std::os::fd::RawFd;
 
+use oxloop_core::net;
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -49,52 +50,13 @@ enum Outcome {
     Failed(PyErr),
 }
 
-fn would_block(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EAGAIN) | Some(libc::EINPROGRESS)
-    ) || e.kind() == std::io::ErrorKind::WouldBlock
-}
-
-/// recv(2) into `buf`, retrying EINTR after running Python's signal handlers (as CPython's
-/// socket module does).
-fn recv_into_raw(py: Python<'_>, fd: RawFd, ptr: *mut u8, len: usize) -> PyResult<Option<usize>> {
-    loop {
-        // SAFETY: `ptr` points to at least `len` writable bytes owned by the caller for the whole
-        // call (a loop buffer or a Python buffer export held by the caller).
-        let n = unsafe { libc::recv(fd, ptr.cast(), len, 0) };
-        if n >= 0 {
-            return Ok(Some(n as usize));
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() == std::io::ErrorKind::Interrupted {
-            py.check_signals()?;
-            continue;
-        }
-        if would_block(&e) {
-            return Ok(None);
-        }
-        return Err(crate::errors::to_pyerr(e));
-    }
-}
-
-fn send_raw(py: Python<'_>, fd: RawFd, ptr: *const u8, len: usize) -> PyResult<Option<usize>> {
-    loop {
-        // SAFETY: `ptr` points to `len` readable bytes of a buffer export held by the caller.
-        let n = unsafe { libc::send(fd, ptr.cast(), len, 0) };
-        if n >= 0 {
-            return Ok(Some(n as usize));
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() == std::io::ErrorKind::Interrupted {
-            py.check_signals()?;
-            continue;
-        }
-        if would_block(&e) {
-            return Ok(None);
-        }
-        return Err(crate::errors::to_pyerr(e));
-    }
+/// recv(2) into `len` bytes at `ptr`: Ok(None) when the socket would block.
+///
+/// # Safety
+/// `ptr` must point to `len` writable bytes that stay valid for the whole call.
+unsafe fn recv_into_raw(ptr: *mut u8, fd: RawFd, len: usize) -> PyResult<Option<usize>> {
+    // SAFETY: guaranteed by this function's contract.
+    unsafe { net::recv_raw(fd, ptr, len) }.map_err(crate::errors::to_pyerr)
 }
 
 /// recv(n) -> bytes, through the loop's reusable buffer.
@@ -104,7 +66,7 @@ fn recv_bytes(core: &Bound<'_, LoopCore>, fd: RawFd, n: usize) -> PyResult<Optio
     if buf.len() < n {
         buf.resize(n, 0);
     }
-    let res = recv_into_raw(py, fd, buf.as_mut_ptr(), n);
+    let res = net::recv(fd, &mut buf[..n]).map_err(crate::errors::to_pyerr);
     let out = match res {
         Ok(Some(got)) => Ok(Some(PyBytes::new(py, &buf[..got]).into_any().unbind())),
         Ok(None) => Ok(None),
@@ -120,6 +82,17 @@ fn buffer_ptr(buf: &PyUntypedBuffer) -> *mut u8 {
     buf.buf_ptr().cast()
 }
 
+/// The bytes of a C-contiguous buffer export from `offset` on.
+fn buffer_tail(buf: &PyUntypedBuffer, offset: usize) -> &[u8] {
+    let len = buf.len_bytes();
+    if offset >= len || buf.buf_ptr().is_null() {
+        return &[];
+    }
+    // SAFETY: the export is C-contiguous (checked when it was taken) with `len` readable bytes,
+    // non-null (checked above), and held by `buf`, which outlives the returned slice.
+    unsafe { std::slice::from_raw_parts(buffer_ptr(buf).add(offset), len - offset) }
+}
+
 impl SockOp {
     fn attempt(&mut self, py: Python<'_>) -> Outcome {
         let Some(core) = self.loop_.as_ref().map(|l| l.bind(py).clone()) else {
@@ -129,16 +102,15 @@ impl SockOp {
             Io::Recv(n) => recv_bytes(&core, self.fd, *n).map(|r| r.map(Outcome::Done)),
             Io::RecvInto(buf) => {
                 let (ptr, len) = (buffer_ptr(buf), buf.len_bytes());
-                recv_into_raw(py, self.fd, ptr, len).map(|r| {
+                // SAFETY: a writable, C-contiguous export of `len` bytes held by this op.
+                unsafe { recv_into_raw(ptr, self.fd, len) }.map(|r| {
                     r.map(|got| Outcome::Done(got.into_pyobject(py).unwrap().into_any().unbind()))
                 })
             }
             Io::SendAll(buf, pos) => {
                 let len = buf.len_bytes();
-                // SAFETY: `pos <= len` is kept by the arithmetic below; the pointer stays
-                // within the exported buffer.
-                let ptr = unsafe { buffer_ptr(buf).add(*pos) };
-                match send_raw(py, self.fd, ptr, len - *pos) {
+                let rest = buffer_tail(buf, *pos);
+                match net::send(self.fd, rest).map_err(crate::errors::to_pyerr) {
                     Ok(Some(sent)) => {
                         *pos += sent;
                         if *pos >= len {
@@ -365,7 +337,8 @@ impl LoopCore {
             return Ok(0i32.into_pyobject(py)?.into_any().unbind());
         }
         let fd = sock_fd(sock)?;
-        if let Some(got) = recv_into_raw(py, fd, buffer_ptr(&view), view.len_bytes())? {
+        // SAFETY: a writable, C-contiguous export of `len_bytes()` bytes, held until the end.
+        if let Some(got) = unsafe { recv_into_raw(buffer_ptr(&view), fd, view.len_bytes()) }? {
             return Ok(got.into_pyobject(py)?.into_any().unbind());
         }
         start_op(slf, fd, Io::RecvInto(view), true)
@@ -386,7 +359,10 @@ impl LoopCore {
         check_nonblocking(slf, sock)?;
         let fd = sock_fd(sock)?;
         let len = view.len_bytes();
-        let sent = send_raw(py, fd, buffer_ptr(&view), len)?.unwrap_or(0);
+        let data = buffer_tail(&view, 0);
+        let sent = net::send(fd, data)
+            .map_err(crate::errors::to_pyerr)?
+            .unwrap_or(0);
         if sent == len {
             return Ok(py.None());
         }

@@ -19,6 +19,7 @@
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
 
+use oxloop_core::net;
 use oxloop_core::selector::Interest;
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{
@@ -39,7 +40,6 @@ const MAX_SIZE: usize = 256 * 1024;
 /// Small writes queued behind each other share a chunk up to this size.
 const COALESCE: usize = 64 * 1024;
 /// At most this many chunks per sendmsg().
-const MAX_IOV: usize = 64;
 /// The loop's receive buffer is kept when at most this large.
 const MAX_KEPT_RECV_BUFFER: usize = 1 << 20;
 
@@ -157,92 +157,15 @@ impl WriteQueue {
         out
     }
 
-    /// One sendmsg() of the queued chunks (at most `MAX_IOV`). Ok(None): would block.
+    /// One sendmsg() of the queued chunks (at most `net::MAX_IOV`). Ok(None): would block.
     fn send(&self, fd: RawFd) -> std::io::Result<Option<usize>> {
-        // SAFETY: an all-zero iovec (null base, zero length) is a valid value.
-        let mut iov: [libc::iovec; MAX_IOV] = unsafe { std::mem::zeroed() };
+        let mut bufs: [&[u8]; net::MAX_IOV] = [&[]; net::MAX_IOV];
         let mut n = 0;
-        for (i, c) in self.chunks.iter().take(MAX_IOV).enumerate() {
-            let s: &[u8] = if i == 0 { &c[self.head..] } else { c };
-            iov[n] = libc::iovec {
-                iov_base: s.as_ptr() as *mut libc::c_void,
-                iov_len: s.len(),
-            };
+        for (i, c) in self.chunks.iter().take(net::MAX_IOV).enumerate() {
+            bufs[n] = if i == 0 { &c[self.head..] } else { c };
             n += 1;
         }
-        // SAFETY: an all-zero msghdr is valid (no name, no control data); we then point it at
-        // `n` iovecs describing live slices of `self.chunks`, which are not modified during
-        // the call (we hold `&self`).
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = n as _;
-        loop {
-            // SAFETY: `msg` describes valid readable memory for the whole call (see above).
-            let r = unsafe { libc::sendmsg(fd, &msg, SEND_FLAGS) };
-            if r >= 0 {
-                return Ok(Some(r as usize));
-            }
-            match check_errno() {
-                Errno::Retry => continue,
-                Errno::WouldBlock => return Ok(None),
-                Errno::Fail(e) => return Err(e),
-            }
-        }
-    }
-}
-
-#[cfg(any(target_os = "linux", target_os = "android"))]
-const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-const SEND_FLAGS: libc::c_int = 0;
-
-enum Errno {
-    Retry,
-    WouldBlock,
-    Fail(std::io::Error),
-}
-
-fn check_errno() -> Errno {
-    let e = std::io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EINTR) => Errno::Retry,
-        Some(code) if code == libc::EAGAIN || code == libc::EWOULDBLOCK => Errno::WouldBlock,
-        _ => Errno::Fail(e),
-    }
-}
-
-fn send_once(fd: RawFd, data: &[u8]) -> std::io::Result<Option<usize>> {
-    loop {
-        // SAFETY: `data` is a live slice for the whole call.
-        let r = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), SEND_FLAGS) };
-        if r >= 0 {
-            return Ok(Some(r as usize));
-        }
-        match check_errno() {
-            Errno::Retry => continue,
-            Errno::WouldBlock => return Ok(None),
-            Errno::Fail(e) => return Err(e),
-        }
-    }
-}
-
-/// recv(2) into `len` bytes at `ptr`. Ok(None): would block.
-///
-/// # Safety
-/// `ptr` must point to `len` writable bytes that stay valid (owned, or a writable buffer export
-/// held by the caller) for the whole call.
-unsafe fn recv_once(fd: RawFd, ptr: *mut u8, len: usize) -> std::io::Result<Option<usize>> {
-    loop {
-        // SAFETY: guaranteed by this function's contract.
-        let r = unsafe { libc::recv(fd, ptr.cast(), len, 0) };
-        if r >= 0 {
-            return Ok(Some(r as usize));
-        }
-        match check_errno() {
-            Errno::Retry => continue,
-            Errno::WouldBlock => return Ok(None),
-            Errno::Fail(e) => return Err(e),
-        }
+        net::sendmsg(fd, &bufs[..n])
     }
 }
 
@@ -633,7 +556,7 @@ impl SocketTransport {
             buf.resize(max_size, 0);
         }
         // SAFETY: `buf` is an owned Vec of at least `max_size` bytes, alive for the call.
-        let res = unsafe { recv_once(fd, buf.as_mut_ptr(), max_size) };
+        let res = net::recv(fd, &mut buf[..max_size]);
         let data = match &res {
             Ok(Some(n)) => Some(PyBytes::new(py, &buf[..*n])),
             _ => None,
@@ -694,7 +617,7 @@ impl SocketTransport {
             Ok(view) if !view.readonly() && view.is_c_contiguous() => {
                 // SAFETY: a writable, C-contiguous export of `len_bytes()` bytes, held (so
                 // neither freed nor resized) until dropped below, after the call.
-                let r = unsafe { recv_once(fd, view.buf_ptr().cast(), view.len_bytes()) };
+                let r = unsafe { net::recv_raw(fd, view.buf_ptr().cast(), view.len_bytes()) };
                 // Released before buffer_updated() runs, as recv_into releases it.
                 drop(view);
                 r.map_err(to_pyerr)
@@ -900,7 +823,7 @@ impl SocketTransport {
         let mut rest = data;
         if !queued {
             // Optimization: try to send now.
-            match send_once(fd, data) {
+            match net::send(fd, data) {
                 Ok(Some(n)) => {
                     rest = &data[n.min(data.len())..];
                     if rest.is_empty() {
