@@ -18,49 +18,10 @@ import warnings
 
 import pytest
 
+from helpers import exact, noop, Hang, alarm_guard, run_once  # noqa: F401
+
 PY = sys.version_info[:2]
 CLOCK_RES = time.get_clock_info("monotonic").resolution
-
-
-def exact(msg):
-    return "^" + re.escape(msg) + "$"
-
-
-def noop(*args):
-    pass
-
-
-class Hang(Exception):
-    pass
-
-
-class alarm_guard:
-    """Raise Hang in the main thread after `seconds` (guards a blocked loop).
-
-    A loop blocked in its wait gets EINTR and must run Python's signal
-    handlers, which raise Hang out of run_forever()."""
-
-    def __init__(self, seconds=5.0):
-        self.seconds = seconds
-
-    def __enter__(self):
-        def on_alarm(signum, frame):
-            raise Hang(f"loop still blocked after {self.seconds} s")
-
-        self.old = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, self.seconds)
-        return self
-
-    def __exit__(self, *exc):
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, self.old)
-        return False
-
-
-def run_once(loop):
-    """Run exactly one iteration of the loop."""
-    loop.stop()
-    loop.run_forever()
 
 
 var = contextvars.ContextVar("var", default="default")

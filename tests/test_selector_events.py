@@ -17,35 +17,9 @@ import sys
 
 import pytest
 
+from helpers import exact, noop, run_once, run_until  # noqa: F401
+
 PY = sys.version_info[:2]
-
-
-def exact(msg):
-    return "^" + re.escape(msg) + "$"
-
-
-def noop(*args):
-    pass
-
-
-def run_once(loop):
-    loop.stop()
-    loop.run_forever()
-
-
-def run_until(loop, predicate, timeout=2.0):
-    """Run the loop until predicate() is true (checked every iteration)."""
-    deadline = loop.time() + timeout
-
-    def check():
-        if predicate() or loop.time() > deadline:
-            loop.stop()
-        else:
-            loop.call_soon(check)
-
-    loop.call_soon(check)
-    loop.run_forever()
-    return predicate()
 
 
 @pytest.fixture

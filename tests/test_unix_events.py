@@ -14,39 +14,10 @@ import time
 
 import pytest
 
+from helpers import exact, noop, run_once, run_until, Hang, alarm_guard  # noqa: F401
+
 PY = sys.version_info[:2]
 SIGNALS_TOUCHED = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT, signal.SIGALRM)
-
-
-def exact(msg):
-    return "^" + re.escape(msg) + "$"
-
-
-def noop(*args):
-    pass
-
-
-def run_once(loop):
-    loop.stop()
-    loop.run_forever()
-
-
-def run_until(loop, predicate, timeout=2.0):
-    deadline = loop.time() + timeout
-
-    def check():
-        if predicate() or loop.time() > deadline:
-            loop.stop()
-        else:
-            loop.call_soon(check)
-
-    loop.call_soon(check)
-    loop.run_forever()
-    return predicate()
-
-
-class Hang(Exception):
-    pass
 
 
 @pytest.fixture(autouse=True)
@@ -65,24 +36,6 @@ def restore_signals():
             if h is not None:
                 signal.signal(s, h)
         signal.set_wakeup_fd(wakeup)
-
-
-class alarm_guard:
-    def __init__(self, seconds=5.0):
-        self.seconds = seconds
-
-    def __enter__(self):
-        def on_alarm(signum, frame):
-            raise Hang(f"loop still blocked after {self.seconds} s")
-
-        self.old = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, self.seconds)
-        return self
-
-    def __exit__(self, *exc):
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, self.old)
-        return False
 
 
 def kill_self(sig):
