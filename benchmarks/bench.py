@@ -472,6 +472,35 @@ def run_load_case(name: str, group: str, kind: str, mode: str, size: int, conns:
     return case
 
 
+# TLS cases: the Protocol echo server and the httptools server with ssl= (servers.py kinds
+# tls-protocol / tls-http, certificate tests/certs/server.pem), loaded by the Rust loadgen's
+# `tls` / `https` modes (rustls, verifying against tests/certs/ca.pem, SNI "localhost"). The
+# client is native so the Python server is the bottleneck; TLS sessions are set up once per
+# connection, before the clock starts, so the figures are the per-request record cost.
+# (style, size, conns) per mode; style "http" is the HTTP case.
+TLS_CASES = {
+    "quick": [("protocol", 1 * KIB, 10), ("http", 0, 10)],  # (+ 100 KiB in full: quick's budget)
+    "full": [("protocol", 1 * KIB, 10), ("protocol", 100 * KIB, 10), ("http", 0, 10)],
+}
+
+
+def run_tls(loop_list, mode: str, cfg: dict, logdir: str) -> list[dict]:
+    os.environ.setdefault("LOADGEN_TLS_CA", os.path.join(REPO, "tests", "certs", "ca.pem"))
+    cases = []
+    for style, size, conns in TLS_CASES[mode]:
+        if style == "http":
+            name, kind, lg_mode = f"TLS HTTP httptools x{conns}", "tls-http", "https"
+        else:
+            name, kind, lg_mode = f"TLS {style} echo {report.fmt_size(size)} x{conns}", "tls-protocol", "tls"
+        case = run_load_case(name, "tls", kind, lg_mode, size, conns, loop_list, cfg, logdir)
+        for r in case["results"].values():  # a loop without TLS (rloop): n/a, not an error
+            if "median" not in r and "n/a:" in str(r.get("error", "")):
+                r["error"] = "n/a (no TLS support in this loop)"
+                r["na"] = True
+        cases.append(case)
+    return cases
+
+
 class Worker:
     """A micro.py --worker process for one loop, pinned to the server core."""
 
@@ -830,7 +859,7 @@ def raise_nofile(need: int) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-GROUPS = ["echo", "http", "udp", "micro", "tree", "timers", "memory", "instr"]
+GROUPS = ["echo", "http", "udp", "tls", "micro", "tree", "timers", "memory", "instr"]
 
 
 def main() -> int:
@@ -934,6 +963,10 @@ def main() -> int:
         for size, conns in cfg["udp"]:
             results["cases"].append(run_load_case(f"UDP echo {report.fmt_size(size)} x{conns}", "udp", "udp", "udp", size, conns, loop_list + native, cfg, logdir))
             save()
+    if "tls" in groups:
+        log("TLS (ssl=): Protocol echo and httptools HTTP, loaded by loadgen over rustls")
+        results["cases"] += run_tls(loop_list, args.mode, cfg, logdir)
+        save()
     if "micro" in groups:
         log("micro benchmarks (median [spread])")
         results["cases"] += run_micro(loop_list, cfg, logdir, only_tree=False)

@@ -67,7 +67,7 @@ def cell(r: dict | None, unit: str = "") -> str:
     if "skipped" in r:
         return "skip"
     if "median" not in r:
-        return "error"
+        return "n/a" if r.get("na") else "error"
     mark = "*" if r.get("noisy") else ""
     return f"{fmt_num(r['median'], unit)} [{fmt_spread(r.get('spread'))}]{mark}"
 
@@ -109,7 +109,7 @@ def render(results: dict, out_dir: str | None = None) -> str:
     add("`native` is the tokio echo server at the same message size and connection count (measured once, with the Protocol case).")
     add("")
 
-    load_cases = [c for c in results["cases"] if c["group"] in ("echo", "http", "udp")]
+    load_cases = [c for c in results["cases"] if c["group"] in ("echo", "http", "udp", "tls")]
     micro_cases = [c for c in results["cases"] if c["group"] in ("micro", "tree")]
     has_native = any("native" in c["results"] for c in load_cases)
     if results["cases"]:
@@ -146,7 +146,8 @@ def render(results: dict, out_dir: str | None = None) -> str:
                 if r is None:
                     continue
                 if "median" not in r:
-                    add(f"| {lab} | error: {str(r.get('error', '?'))[:120].replace('|', '/')} |" + " |" * (9 + (1 if nat else 0)))
+                    what = r["error"] if r.get("na") else f"error: {str(r.get('error', '?'))[:120].replace('|', '/')}"
+                    add(f"| {lab} | {what} |" + " |" * (9 + (1 if nat else 0)))
                     continue
                 refs = [ratio(r, c["results"].get(ref), True) for ref in REFS]
                 pn = f"{r['median'] / nat['median'] * 100:.0f}%" if nat and "median" in nat and lab != "native" else ("100%" if lab == "native" else "–")
@@ -317,7 +318,7 @@ def make_plots(results: dict, out_dir: str) -> list[str]:
         plt.close(fig)
         made.append(fname)
 
-    grid([c for c in results["cases"] if c["group"] in ("echo", "http", "udp")], "echo.png", "Network cases (median, bars: min–max of repetitions)")
+    grid([c for c in results["cases"] if c["group"] in ("echo", "http", "udp", "tls")], "echo.png", "Network cases (median, bars: min–max of repetitions)")
     grid([c for c in results["cases"] if c["group"] in ("micro", "tree")], "micro.png", "Loop micro benchmarks and async_tree (median, bars: min–max)")
     timers = results.get("timers")
     if timers:

@@ -8,6 +8,8 @@ KIND is one of
   protocol  TCP echo written as an asyncio.Protocol (data_received -> transport.write)
   http      HTTP/1.1 keep-alive server: httptools parser in an asyncio.Protocol
   udp       UDP echo, an asyncio.DatagramProtocol
+  tls-protocol  the Protocol echo server with ssl= (TLS, certificate from tests/certs/)
+  tls-http      the httptools HTTP server with ssl=
 
 Once listening, the server prints ``READY <port>`` on stdout and serves until killed.
 Reads are up to 256 KiB at a time, the same for every style and for the native ceiling.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import sys
 
@@ -192,12 +195,49 @@ async def serve_udp(host: str, port: int) -> None:
     await asyncio.Event().wait()
 
 
+# --- TLS (ssl=) ---------------------------------------------------------------------------
+
+CERTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "certs")
+
+
+def server_ssl_context():
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.path.join(CERTS, "server.pem"), os.path.join(CERTS, "server.key"))
+    return ctx
+
+
+async def serve_tls(factory, host: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    try:
+        server = await loop.create_server(factory, host, port, backlog=BACKLOG, ssl=server_ssl_context())
+    except NotImplementedError as exc:  # a loop without TLS support (rloop)
+        sys.stderr.write(f"n/a: this loop has no TLS support (create_server(ssl=...) raised NotImplementedError {exc})\n")
+        sys.stderr.flush()
+        os._exit(3)  # not SystemExit: its traceback would hide the message from the driver
+    ready(server.sockets[0].getsockname()[1])
+    await asyncio.Event().wait()
+
+
+async def serve_tls_protocol(host: str, port: int) -> None:
+    await serve_tls(EchoProtocol, host, port)
+
+
+async def serve_tls_http(host: str, port: int) -> None:
+    import httptools  # noqa: F401  (fail before READY if it is missing)
+
+    await serve_tls(HttpProtocol, host, port)
+
+
 KINDS = {
     "sock": serve_sock,
     "streams": serve_streams,
     "protocol": serve_protocol,
     "http": serve_http,
     "udp": serve_udp,
+    "tls-protocol": serve_tls_protocol,
+    "tls-http": serve_tls_http,
 }
 
 

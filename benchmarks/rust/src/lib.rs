@@ -13,7 +13,11 @@ pub struct Args {
 
 impl Args {
     pub fn parse(usage: &str) -> Args {
-        let mut it = std::env::args().skip(1).collect::<Vec<_>>().into_iter().peekable();
+        let mut it = std::env::args()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .peekable();
         let mut mode = String::new();
         let mut map = HashMap::new();
         while let Some(a) = it.next() {
@@ -42,7 +46,10 @@ impl Args {
     }
 
     pub fn str(&self, key: &str, default: &str) -> String {
-        self.map.get(key).cloned().unwrap_or_else(|| default.to_string())
+        self.map
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| default.to_string())
     }
 
     pub fn num<T: std::str::FromStr>(&self, key: &str, default: T) -> T {
@@ -152,7 +159,10 @@ mod tests {
     fn percentiles() {
         let mut s: Vec<u64> = (1..=1000).map(|x| x * 1000).collect();
         let j = latency_json(&mut s);
-        assert!(j.contains("\"p50\":501.000") || j.contains("\"p50\":500.000"), "{j}");
+        assert!(
+            j.contains("\"p50\":501.000") || j.contains("\"p50\":500.000"),
+            "{j}"
+        );
         assert!(j.contains("\"max\":1000.000"));
     }
 }

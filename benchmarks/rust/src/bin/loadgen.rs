@@ -9,9 +9,15 @@ use oxloop_bench_tools::{die, latency_json, Args};
 use std::io::Read as _;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use tokio_rustls::rustls;
+use tokio_rustls::TlsConnector;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
 
 const USAGE: &str = "\
 usage: loadgen MODE --addr HOST:PORT [options]
@@ -20,7 +26,10 @@ modes:
   http   keep-alive GET --path on --conns connections (responses framed by Content-Length)
   udp    echo datagrams of --size bytes from --conns sockets (lost datagrams are counted)
   hold   open --conns idle TCP connections, print {\"connected\":N}, keep them until stdin closes
-options: --conns N (10)  --size BYTES (1024)  --duration SECS (1.0)  --path /  --timeout-ms 1000";
+  tls    like tcp, over TLS (rustls): the server certificate is verified against --ca
+  https  like http, over TLS
+options: --conns N (10)  --size BYTES (1024)  --duration SECS (1.0)  --path /  --timeout-ms 1000
+         --ca PEM (default: $LOADGEN_TLS_CA)  --sni NAME (localhost)";
 
 struct ConnResult {
     requests: u64,
@@ -32,7 +41,13 @@ struct ConnResult {
 
 impl ConnResult {
     fn new() -> Self {
-        ConnResult { requests: 0, bytes: 0, errors: 0, lost: 0, latencies: Vec::with_capacity(1 << 14) }
+        ConnResult {
+            requests: 0,
+            bytes: 0,
+            errors: 0,
+            lost: 0,
+            latencies: Vec::with_capacity(1 << 14),
+        }
     }
 }
 
@@ -40,7 +55,10 @@ impl ConnResult {
 /// Thousands of TIME_WAIT sockets to one address make the kernel's ephemeral port search,
 /// and so every later connect(), slow (seen here: 1 ms per connect after a memory run).
 fn abortive_close<S: AsRawFd>(s: &S) {
-    let lg = libc::linger { l_onoff: 1, l_linger: 0 };
+    let lg = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: the fd is open (owned by `s`) and `lg` outlives the call; the size matches.
     unsafe {
         libc::setsockopt(
@@ -55,10 +73,18 @@ fn abortive_close<S: AsRawFd>(s: &S) {
 
 fn payload(size: usize, conn: usize) -> Vec<u8> {
     // Deterministic, non-constant bytes so a server that mangles data is caught by the check.
-    (0..size).map(|i| ((i * 31 + conn * 7) % 251) as u8).collect()
+    (0..size)
+        .map(|i| ((i * 31 + conn * 7) % 251) as u8)
+        .collect()
 }
 
-async fn tcp_conn(addr: SocketAddr, size: usize, conn: usize, start: Instant, deadline: Instant) -> ConnResult {
+async fn tcp_conn(
+    addr: SocketAddr,
+    size: usize,
+    conn: usize,
+    start: Instant,
+    deadline: Instant,
+) -> ConnResult {
     let mut r = ConnResult::new();
     let mut s = match TcpStream::connect(addr).await {
         Ok(s) => s,
@@ -133,7 +159,13 @@ fn content_length(head: &[u8]) -> Option<usize> {
     None
 }
 
-async fn http_conn(addr: SocketAddr, path: String, conn: usize, start: Instant, deadline: Instant) -> ConnResult {
+async fn http_conn(
+    addr: SocketAddr,
+    path: String,
+    conn: usize,
+    start: Instant,
+    deadline: Instant,
+) -> ConnResult {
     let mut r = ConnResult::new();
     let mut s = match TcpStream::connect(addr).await {
         Ok(s) => s,
@@ -144,7 +176,23 @@ async fn http_conn(addr: SocketAddr, path: String, conn: usize, start: Instant, 
         }
     };
     let _ = s.set_nodelay(true);
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: oxloop-loadgen\r\n\r\n").into_bytes();
+    http_loop(&mut s, &path, conn, start, deadline, &mut r).await;
+    abortive_close(&s);
+    r
+}
+
+/// The keep-alive request loop of `http` and `https` over any byte stream.
+async fn http_loop<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    path: &str,
+    conn: usize,
+    start: Instant,
+    deadline: Instant,
+    r: &mut ConnResult,
+) {
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: oxloop-loadgen\r\n\r\n")
+            .into_bytes();
     let mut buf = vec![0u8; 64 * 1024];
     let mut filled = 0usize;
     let now = Instant::now();
@@ -156,7 +204,7 @@ async fn http_conn(addr: SocketAddr, path: String, conn: usize, start: Instant, 
         if t0 >= deadline {
             break;
         }
-        if let Err(e) = s.write_all(&req).await {
+        if let Err(e) = write_flush(s, &req).await {
             eprintln!("http conn {conn}: {e}");
             r.errors += 1;
             break;
@@ -210,11 +258,151 @@ async fn http_conn(addr: SocketAddr, path: String, conn: usize, start: Instant, 
         r.bytes += total as u64;
         r.latencies.push((t1 - t0).as_nanos() as u64);
     }
-    abortive_close(&s);
+}
+
+async fn write_flush<S: AsyncWrite + Unpin>(s: &mut S, data: &[u8]) -> std::io::Result<()> {
+    s.write_all(data).await?;
+    s.flush().await // a no-op for a TcpStream; sends the buffered records of a TLS stream
+}
+
+// --- TLS (modes `tls` and `https`) -----------------------------------------------------------
+
+fn tls_connector(ca: &str) -> TlsConnector {
+    if ca.is_empty() {
+        die("TLS modes need --ca PEM (or LOADGEN_TLS_CA) to verify the server certificate");
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let certs =
+        CertificateDer::pem_file_iter(ca).unwrap_or_else(|e| die(&format!("--ca {ca}: {e}")));
+    for c in certs {
+        let c = c.unwrap_or_else(|e| die(&format!("--ca {ca}: {e}")));
+        roots
+            .add(c)
+            .unwrap_or_else(|e| die(&format!("--ca {ca}: {e}")));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|e| die(&format!("rustls: {e}")))
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(cfg))
+}
+
+type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+async fn tls_connect(
+    addr: SocketAddr,
+    tls: &TlsConnector,
+    sni: &ServerName<'static>,
+    conn: usize,
+) -> Option<TlsStream> {
+    let tcp = match TcpStream::connect(addr).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("connect: {e}");
+            return None;
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    match tls.connect(sni.clone(), tcp).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("tls conn {conn}: handshake: {e}");
+            None
+        }
+    }
+}
+
+async fn tls_conn(
+    addr: SocketAddr,
+    size: usize,
+    conn: usize,
+    start: Instant,
+    deadline: Instant,
+    tls: TlsConnector,
+    sni: ServerName<'static>,
+) -> ConnResult {
+    let mut r = ConnResult::new();
+    let Some(mut s) = tls_connect(addr, &tls, &sni, conn).await else {
+        r.errors += 1;
+        return r;
+    };
+    let msg = payload(size, conn);
+    let mut buf = vec![0u8; size];
+    let now = Instant::now();
+    if now < start {
+        tokio::time::sleep(start - now).await;
+    }
+    let mut first = true;
+    loop {
+        let t0 = Instant::now();
+        if t0 >= deadline {
+            break;
+        }
+        let res = if size <= 16 * 1024 {
+            match write_flush(&mut s, &msg).await {
+                Ok(()) => s.read_exact(&mut buf).await.map(|_| ()),
+                Err(e) => Err(e),
+            }
+        } else {
+            // Large messages: read while writing, as in `tcp`.
+            let (mut rd, mut wr) = tokio::io::split(&mut s);
+            let (w, rr) = tokio::join!(write_flush(&mut wr, &msg), rd.read_exact(&mut buf));
+            w.and(rr.map(|_| ()))
+        };
+        if let Err(e) = res {
+            eprintln!("tls conn {conn}: {e}");
+            r.errors += 1;
+            break;
+        }
+        let t1 = Instant::now();
+        if first {
+            first = false;
+            if buf != msg {
+                eprintln!("tls conn {conn}: echoed bytes differ");
+                r.errors += 1;
+                break;
+            }
+        }
+        if t1 > deadline {
+            break;
+        }
+        r.requests += 1;
+        r.bytes += size as u64;
+        r.latencies.push((t1 - t0).as_nanos() as u64);
+    }
+    abortive_close(s.get_ref().0);
     r
 }
 
-async fn udp_conn(addr: SocketAddr, size: usize, conn: usize, timeout: Duration, start: Instant, deadline: Instant) -> ConnResult {
+async fn https_conn(
+    addr: SocketAddr,
+    path: String,
+    conn: usize,
+    start: Instant,
+    deadline: Instant,
+    tls: TlsConnector,
+    sni: ServerName<'static>,
+) -> ConnResult {
+    let mut r = ConnResult::new();
+    let Some(mut s) = tls_connect(addr, &tls, &sni, conn).await else {
+        r.errors += 1;
+        return r;
+    };
+    http_loop(&mut s, &path, conn, start, deadline, &mut r).await;
+    abortive_close(s.get_ref().0);
+    r
+}
+
+async fn udp_conn(
+    addr: SocketAddr,
+    size: usize,
+    conn: usize,
+    timeout: Duration,
+    start: Instant,
+    deadline: Instant,
+) -> ConnResult {
     let mut r = ConnResult::new();
     let sock = match UdpSocket::bind("127.0.0.1:0").await {
         Ok(s) => s,
@@ -339,7 +527,18 @@ fn main() {
         hold(addr, conns);
         return;
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let tls = if args.mode == "tls" || args.mode == "https" {
+        let ca = args.str("ca", &std::env::var("LOADGEN_TLS_CA").unwrap_or_default());
+        Some(tls_connector(&ca))
+    } else {
+        None
+    };
+    let sni = ServerName::try_from(args.str("sni", "localhost"))
+        .unwrap_or_else(|e| die(&format!("--sni: {e}")));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let mode = args.mode.clone();
     let results: Vec<ConnResult> = rt.block_on(async move {
         // Connections are opened first; the clock starts for all of them at once.
@@ -351,6 +550,24 @@ fn main() {
                 "tcp" => tokio::spawn(tcp_conn(addr, size, c, start, deadline)),
                 "http" => tokio::spawn(http_conn(addr, path.clone(), c, start, deadline)),
                 "udp" => tokio::spawn(udp_conn(addr, size, c, timeout, start, deadline)),
+                "tls" => tokio::spawn(tls_conn(
+                    addr,
+                    size,
+                    c,
+                    start,
+                    deadline,
+                    tls.clone().expect("tls"),
+                    sni.clone(),
+                )),
+                "https" => tokio::spawn(https_conn(
+                    addr,
+                    path.clone(),
+                    c,
+                    start,
+                    deadline,
+                    tls.clone().expect("tls"),
+                    sni.clone(),
+                )),
                 m => die(&format!("unknown mode {m:?}\n{USAGE}")),
             };
             handles.push(h);

@@ -14,7 +14,10 @@ fn main() {
     let host = args.str("host", "127.0.0.1");
     let port: u16 = args.num("port", 0);
     let udp = args.mode == "udp";
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async move {
         if udp {
             let sock = UdpSocket::bind((host.as_str(), port)).await.expect("bind");
@@ -26,7 +29,9 @@ fn main() {
                 }
             }
         }
-        let listener = TcpListener::bind((host.as_str(), port)).await.expect("bind");
+        let listener = TcpListener::bind((host.as_str(), port))
+            .await
+            .expect("bind");
         ready(listener.local_addr().expect("addr").port());
         loop {
             let (mut s, _) = match listener.accept().await {
