@@ -14,7 +14,7 @@ import tempfile
 
 import pytest
 
-from helpers import exact, run_until
+from helpers import exact
 
 PY = sys.version_info[:2]
 
@@ -334,7 +334,7 @@ def test_write_pipe_reader_gone(loop, run, buffered):
         assert exc is None
 
 
-def test_write_to_closing_pipe_transport_is_ignored(loop, run, caplog):
+def test_write_to_closing_pipe_transport_is_ignored(loop, run):
     r, w = os.pipe()
 
     async def main():
