@@ -107,6 +107,15 @@ def instr_ops(case: str, params: dict) -> int:
     return params["n"]
 
 
+# Subprocesses and pipes (micro.py subprocess_spawn / pipe_throughput), same in both modes. A
+# loop without subprocess or pipe support reports the case skipped ("n/a: ..."), not an error.
+SUBPROCESS_PIPE_CASES = [
+    dict(name="subprocess spawn+wait /bin/true x10 (procs/s)", case="subprocess_spawn", params={"n": 200, "concurrency": 10}, unit="ops/s", io=True),
+    dict(name="subprocess echo + communicate x10 (procs/s)", case="subprocess_spawn", params={"n": 200, "concurrency": 10, "output": True}, unit="ops/s", io=True),
+    dict(name="pipe throughput, write->read pipe (MB/s)", case="pipe_throughput", params={"mb": 200}, unit="ops/s", io=True),
+]
+
+
 def micro_cases(cfg: dict) -> list[dict]:
     m = cfg["micro"]
     cases = [
@@ -117,6 +126,7 @@ def micro_cases(cfg: dict) -> list[dict]:
         dict(name="create_task + gather", case="gather_tasks", params={"n": m["gather"]}, unit="ops/s", instr="gather_tasks"),
         dict(name="future chain", case="future_chain", params={"n": m["futures"]}, unit="ops/s", instr="future_chain"),
         dict(name="run_in_executor round trip", case="executor", params={"n": m["executor"]}, unit="ops/s", instr="executor", io=True),
+        *SUBPROCESS_PIPE_CASES,
     ]
     for v in cfg["tree_variants"]:
         cases.append(

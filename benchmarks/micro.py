@@ -150,6 +150,85 @@ async def executor(n: int = 5000):
     return {"seconds": elapsed, "ops": n}
 
 
+# --- subprocesses and pipes -------------------------------------------------------------
+
+_NO_SUBPROCESS = "n/a: no subprocess support in this loop"
+_NO_PIPES = "n/a: no pipe support in this loop"
+
+
+async def subprocess_spawn(n: int = 200, concurrency: int = 10, output: bool = False):
+    """Spawn-and-collect rate: n create_subprocess_exec + wait, `concurrency` at a time.
+    /bin/true (output=False) or /bin/echo with stdout=PIPE and communicate() (output=True)."""
+
+    async def one(i):
+        if output:
+            p = await asyncio.create_subprocess_exec("/bin/echo", str(i), stdout=asyncio.subprocess.PIPE)
+            out, _ = await p.communicate()
+            assert out == b"%d\n" % i, out
+        else:
+            p = await asyncio.create_subprocess_exec("/bin/true")
+            await p.wait()
+        assert p.returncode == 0, p.returncode
+
+    try:
+        await one(0)  # warm-up (and: does this loop do subprocesses at all?)
+    except NotImplementedError:
+        return {"skipped": _NO_SUBPROCESS}
+    t0 = perf_counter()
+    for start in range(0, n, concurrency):
+        await asyncio.gather(*[one(i) for i in range(start, min(n, start + concurrency))])
+    return {"seconds": perf_counter() - t0, "ops": n}
+
+
+async def pipe_throughput(mb: int = 200, chunk: int = 256 * 1024):
+    """MB/s (ops = MB) through connect_write_pipe -> os.pipe() -> connect_read_pipe, with the
+    writer honouring pause_writing/resume_writing."""
+    loop = asyncio.get_running_loop()
+    total = mb * 1000 * 1000
+    r, w = os.pipe()
+    done = loop.create_future()
+    got = [0]
+
+    class Reader(asyncio.Protocol):
+        def data_received(self, data):
+            got[0] += len(data)
+
+        def connection_lost(self, exc):
+            done.set_result(exc)
+
+    class Writer(asyncio.Protocol):
+        def __init__(self):
+            self.ok = loop.create_future()
+            self.ok.set_result(None)
+
+        def pause_writing(self):
+            self.ok = loop.create_future()
+
+        def resume_writing(self):
+            self.ok.set_result(None)
+
+    rf, wf = os.fdopen(r, "rb", 0), os.fdopen(w, "wb", 0)
+    try:
+        rt, _ = await loop.connect_read_pipe(Reader, rf)
+        wt, wp = await loop.connect_write_pipe(Writer, wf)
+    except NotImplementedError:
+        rf.close()
+        wf.close()
+        return {"skipped": _NO_PIPES}
+    block = b"p" * chunk
+    t0 = perf_counter()
+    sent = 0
+    while sent < total:
+        await wp.ok
+        wt.write(block)
+        sent += chunk
+    wt.close()
+    await done
+    elapsed = perf_counter() - t0
+    assert got[0] == sent, (got[0], sent)
+    return {"seconds": elapsed, "ops": sent / 1e6}
+
+
 # --- async_tree ---------------------------------------------------------------------------
 
 IO_SLEEP = 0.05  # seconds a leaf "waits for I/O"
@@ -253,6 +332,8 @@ CASES = {
     "gather_tasks": gather_tasks,
     "future_chain": future_chain,
     "executor": executor,
+    "subprocess_spawn": subprocess_spawn,
+    "pipe_throughput": pipe_throughput,
     "async_tree": async_tree,
     "timer_precision": timer_precision,
 }

@@ -198,3 +198,20 @@ def test_reference_file_limitations_still_match(request):
                    "ProactorEventLoop has the following limitations",
                    "15.6", "character devices"]:
         assert needle in ref, needle
+
+
+def test_subprocess_exit_tracking_reported(report):
+    import os
+
+    def pidfd_works():
+        try:
+            os.close(os.pidfd_open(os.getpid()))
+        except (AttributeError, OSError):
+            return False
+        return True
+
+    t = report["subprocess_exit_tracking"]
+    assert t["mechanism"] == ("pidfd" if pidfd_works() else "thread")
+    assert t["pidfd"]["available"] is pidfd_works()
+    assert t["child_watcher"] is False and t["sigchld_handler"] is False
+    assert t["any_thread"] is True

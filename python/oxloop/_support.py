@@ -13,6 +13,7 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from . import _oxloop
+from ._process import pidfd_supported
 
 # The loop methods the native core implements itself; the rest of SelectorEventLoop is asyncio's
 # own code running on that core.
@@ -41,6 +42,33 @@ def _api_names() -> List[str]:
     )
 
 
+_SUBPROCESS_NOTE = (
+    "asyncio's subprocess transport; exit tracked by the loop itself (pidfd in the selector, "
+    "or a waitpid thread): no child watcher, no SIGCHLD handler, from a loop in any thread"
+)
+
+
+def _subprocess_exit_tracking() -> Dict[str, Any]:
+    pidfd = _UNIX and pidfd_supported()
+    return {
+        "mechanism": "pidfd" if pidfd else ("thread" if _UNIX else None),
+        "pidfd": _entry(
+            pidfd,
+            "os.pidfd_open is missing or refused here (Linux < 5.3, seccomp, or not Linux): "
+            "each child is waited for by a daemon thread instead",
+        ),
+        "child_watcher": False,
+        "sigchld_handler": False,
+        "any_thread": True,
+        "zombies_after_close": False,
+        "note": "pidfd_open(pid) is watched with the loop's reader; when readable, "
+        "waitpid(WNOHANG) collects the status (asyncio's returncode rules; 255 and a warning "
+        "when someone else reaped it). Children still running when the loop closes are "
+        "handed to a reaper thread. A child watcher set explicitly on the policy "
+        "(other than asyncio's default Threaded/Pidfd ones) is honoured as asyncio does.",
+    }
+
+
 def _selector_loop_apis() -> Dict[str, Dict[str, Any]]:
     out = {}
     for name in _api_names():
@@ -56,6 +84,12 @@ def _selector_loop_apis() -> Dict[str, Dict[str, Any]]:
         "add_reader": "regular files cannot be watched for I/O: epoll refuses them (EPERM); "
         "poll and select report them always ready",
         "add_writer": "regular files cannot be watched for I/O (see add_reader)",
+        "subprocess_exec": _SUBPROCESS_NOTE,
+        "subprocess_shell": _SUBPROCESS_NOTE,
+        "connect_read_pipe": "pipes, FIFOs, character devices (ttys, ptys) and sockets; "
+        "a regular file raises ValueError as in asyncio",
+        "connect_write_pipe": "pipes, FIFOs, character devices (ttys, ptys) and sockets; "
+        "a regular file raises ValueError as in asyncio",
     }
     for n, note in notes.items():
         if n in out:
@@ -182,6 +216,7 @@ def platform_support() -> Dict[str, Any]:
             "or asyncio's transport (ssl=)",
             "datagram, pipes, subprocesses": "asyncio's transports on the native core",
         },
+        "subprocess_exit_tracking": _subprocess_exit_tracking(),
         "loops": {
             "SelectorEventLoop": _selector_loop_apis(),
             "ProactorEventLoop": _proactor_loop_apis(),

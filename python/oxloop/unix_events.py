@@ -4,6 +4,9 @@
 selector and fd watching, in Rust) + asyncio's own ``_UnixSelectorEventLoop`` for everything
 the core does not implement natively yet (low-level socket calls, signals, transports, pipes,
 subprocesses). Methods of the core take precedence in the MRO.
+
+Subprocess exit is tracked by the loop itself (``_process.ChildTracker``: a pidfd in the
+selector, or a waitpid thread), never through asyncio's child watcher.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from asyncio import base_events, events, unix_events
 from typing import Optional, Union
 
 from . import _oxloop
+from ._process import ChildTracker
 from .selector_events import NativeSelector, NativeSockMixin
 
 __all__ = ("SelectorEventLoop", "EventLoopPolicy")
@@ -45,6 +49,7 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
         # TCP and Unix stream sockets get the native transport; OXLOOP_NATIVE_TRANSPORTS=0 (read
         # once, at creation) keeps asyncio's Python transport instead.
         self._oxloop_native_transports = os.environ.get("OXLOOP_NATIVE_TRANSPORTS", "1") != "0"
+        self._oxloop_children = ChildTracker(self)
         try:
             name = self._oxloop_init(selector)
         except BaseException:
@@ -90,8 +95,37 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
             sys.set_asyncgen_hooks(*old_agen_hooks)
 
     def close(self) -> None:
+        children = getattr(self, "_oxloop_children", None)
+        if children is not None and not self.is_running() and not self.is_closed():
+            # Children still running are handed to reaper threads: none is left a zombie.
+            children.close()
         super().close()
         self._oxloop_close()
+
+    async def _make_subprocess_transport(self, protocol, args, shell,
+                                         stdin, stdout, stderr, bufsize,
+                                         extra=None, **kwargs):
+        if _explicit_child_watcher() is not None:
+            # The user installed a watcher of their own (SafeChildWatcher, FastChildWatcher,
+            # MultiLoopChildWatcher, a custom one): asyncio's own code, which uses it.
+            return await super()._make_subprocess_transport(
+                protocol, args, shell, stdin, stdout, stderr, bufsize, extra=extra, **kwargs)
+        # asyncio's steps (unix_events._UnixSelectorEventLoop._make_subprocess_transport,
+        # 3.9-3.13) with the loop's own exit tracking in place of the child watcher.
+        waiter = self.create_future()
+        transp = unix_events._UnixSubprocessTransport(
+            self, protocol, args, shell, stdin, stdout, stderr, bufsize,
+            waiter=waiter, extra=extra, **kwargs)
+        self._oxloop_children.add(transp.get_pid(), self._child_watcher_callback, transp)
+        try:
+            await waiter
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            transp.close()
+            await transp._wait()
+            raise
+        return transp
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         if (
@@ -114,6 +148,28 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
             # mmap/munmap glibc does for every 256 KiB bytes object.
             transport.max_size = _IP_DATAGRAM_READ
         return transport
+
+
+# The watchers asyncio installs by itself (3.9-3.11: ThreadedChildWatcher; 3.12+:
+# PidfdChildWatcher when pidfds work). They track no other process and install no signal
+# handler, so oxloop's own tracking replaces them with the same results.
+_DEFAULT_WATCHERS = tuple(
+    w for w in (getattr(unix_events, "ThreadedChildWatcher", None),
+                getattr(unix_events, "PidfdChildWatcher", None))
+    if w is not None
+)
+
+
+def _explicit_child_watcher():
+    """The child watcher set on the current policy, unless it is one of asyncio's defaults.
+
+    Read from the policy's attribute: calling ``get_child_watcher()`` would create a watcher
+    (and warn on 3.12+)."""
+    policy = getattr(events, "_event_loop_policy", None)
+    watcher = getattr(policy, "_watcher", None)
+    if watcher is None or type(watcher) in _DEFAULT_WATCHERS:
+        return None
+    return watcher
 
 
 class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
