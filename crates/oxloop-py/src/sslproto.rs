@@ -155,6 +155,8 @@ struct Tls {
     write: Py<PyAny>,
     do_handshake: Py<PyAny>,
     unwrap: Py<PyAny>,
+    /// `pending()`: decrypted bytes buffered in the SSL object.
+    pending: Py<PyAny>,
 }
 
 /// asyncio's `sslproto.SSLProtocol`: the protocol of the transport under TLS.
@@ -383,6 +385,19 @@ impl SSLProtocol {
             }
         };
         bio.bind(py).getattr(intern!(py, "pending"))?.extract()
+    }
+
+    /// Nothing left to decrypt: the incoming BIO is empty and the SSL object holds no
+    /// decrypted bytes, so another `read()` could only raise SSLWantReadError. The read loops
+    /// stop here instead of raising and catching that exception for every chunk.
+    fn drained(slf: Slf<'_, '_>) -> PyResult<bool> {
+        let py = slf.py();
+        if Self::bio_pending(slf, false)? != 0 {
+            return Ok(false);
+        }
+        let pending = Self::tls_field(slf, |t| &t.pending)?;
+        let n: isize = pending.call0(py)?.extract(py)?;
+        Ok(n == 0)
     }
 
     fn get_write_buffer_size_(slf: Slf<'_, '_>) -> PyResult<isize> {
@@ -773,6 +788,9 @@ impl SSLProtocol {
             if count > 0 {
                 offset = count;
                 while offset < wants {
+                    if Self::drained(slf)? {
+                        break; // as SSLWantReadError would
+                    }
                     if view.is_none() {
                         view = Some(PyMemoryView::from(&buf)?);
                     }
@@ -860,9 +878,7 @@ impl SSLProtocol {
                 read.call1((cap, view))
             } else {
                 let part = view.get_item(PySlice::new(py, offset as isize, isize::MAX, 1))?;
-                let r = read.call1((cap - offset, &part));
-                part.call_method0(intern!(py, "release"))?;
-                r
+                read.call1((cap - offset, &part))
             };
             let n: usize = match r {
                 Ok(n) => n.extract()?,
@@ -874,11 +890,18 @@ impl SSLProtocol {
             }
             offset += n;
             total += n;
+            let drained = match Self::drained(slf) {
+                Ok(d) => d,
+                Err(e) => break Err(e),
+            };
             if offset == cap {
                 // SAFETY: no Python code runs while the bytearray's memory is borrowed here,
                 // so it can neither be resized nor freed.
                 acc.extend_from_slice(unsafe { &buf.as_bytes()[..offset] });
                 offset = 0;
+            }
+            if drained {
+                break Ok(()); // as SSLWantReadError would
             }
         };
         match res {
@@ -1215,6 +1238,7 @@ impl SSLProtocol {
             } else {
                 target.getattr(intern!(py, "unwrap"))?.unbind()
             },
+            pending: target.getattr(intern!(py, "pending"))?.unbind(),
             incoming: incoming.unbind(),
             outgoing: outgoing.unbind(),
             sslobj: sslobj.unbind(),
@@ -1360,7 +1384,9 @@ impl SSLProtocol {
         } else {
             n as usize
         };
-        Ok(Self::ensure_ssl_buffer(slf, want)?.1)
+        // The buffer is max_size (the most any request gets), as asyncio's.
+        debug_assert!(want <= MAX_SIZE);
+        Ok(Self::ensure_ssl_buffer(slf, MAX_SIZE)?.1)
     }
 
     fn buffer_updated(slf: &Bound<'_, Self>, nbytes: isize) -> PyResult<()> {
@@ -1378,7 +1404,7 @@ impl SSLProtocol {
         };
         let part = view.bind(py).get_item(PySlice::new(py, 0, nbytes, 1))?;
         write.call1(py, (&part,))?;
-        part.call_method0(intern!(py, "release"))?;
+        drop(part);
         match state {
             State::DoHandshake => Self::do_handshake_(slf),
             State::Wrapped => Self::do_read(slf),
@@ -1766,6 +1792,7 @@ impl SSLProtocol {
                 &t.write,
                 &t.do_handshake,
                 &t.unwrap,
+                &t.pending,
             ] {
                 visit.call(x)?;
             }
