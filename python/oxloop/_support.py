@@ -199,6 +199,9 @@ def _limitations() -> List[Dict[str, Any]]:
     ]
 
 
+_NATIVE_TLS = sys.version_info >= (3, 11)
+
+
 def platform_support() -> Dict[str, Any]:
     """A machine-readable report of what each oxloop loop can do here, and why not."""
     return {
@@ -212,8 +215,12 @@ def platform_support() -> Dict[str, Any]:
         "transports": {
             "tcp/unix stream": "native (oxloop._oxloop.SocketTransport); "
             "OXLOOP_NATIVE_TRANSPORTS=0 selects asyncio's",
-            "tls": "asyncio's SSLProtocol over the native stream transport (start_tls) "
-            "or asyncio's transport (ssl=)",
+            "tls": (
+                "native (oxloop._oxloop.SSLProtocol, asyncio's 3.11+ sslproto in Rust, over "
+                "the user's ssl.SSLContext); OXLOOP_NATIVE_TLS=0 selects asyncio's"
+                if _NATIVE_TLS
+                else "asyncio's own SSLProtocol (this Python's sslproto; native TLS needs 3.11+)"
+            ),
             "datagram, pipes, subprocesses": "asyncio's transports on the native core",
         },
         "subprocess_exit_tracking": _subprocess_exit_tracking(),

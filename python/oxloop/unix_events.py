@@ -17,7 +17,7 @@ import selectors
 import socket
 import sys
 import threading
-from asyncio import base_events, events, unix_events
+from asyncio import base_events, constants, events, selector_events, sslproto, unix_events
 from typing import Optional, Union
 
 from . import _oxloop
@@ -27,6 +27,13 @@ from .selector_events import NativeSelector, NativeSockMixin
 __all__ = ("SelectorEventLoop", "EventLoopPolicy")
 
 _NativeSocketTransport = _oxloop.SocketTransport
+#: The native TLS layer reproduces asyncio's sslproto.py of 3.11+ (3.9/3.10 keep their own,
+#: older implementation, whose behaviour differs and is what their tests check).
+NATIVE_TLS_SUPPORTED = sys.version_info >= (3, 11)
+#: 3.13 checks that the fd has no transport yet in _make_ssl_transport.
+_SSL_ENSURE_FD = "_ensure_fd_no_transport" in (
+    selector_events.BaseSelectorEventLoop._make_ssl_transport.__code__.co_names
+)
 _IP_FAMILIES = frozenset(
     f for f in (socket.AF_INET, getattr(socket, "AF_INET6", None)) if f is not None
 )
@@ -50,6 +57,10 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
         # once, at creation) keeps asyncio's Python transport instead.
         self._oxloop_native_transports = os.environ.get("OXLOOP_NATIVE_TRANSPORTS", "1") != "0"
         self._oxloop_children = ChildTracker(self)
+        # TLS runs on the native SSLProtocol (3.11+); OXLOOP_NATIVE_TLS=0 keeps asyncio's.
+        self._oxloop_native_tls = (
+            NATIVE_TLS_SUPPORTED and os.environ.get("OXLOOP_NATIVE_TLS", "1") != "0"
+        )
         try:
             name = self._oxloop_init(selector)
         except BaseException:
@@ -128,16 +139,112 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
         return transp
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
-        if (
-            self._oxloop_native_transports
-            and sock.__class__ is socket.socket
-            and sock.type == socket.SOCK_STREAM
-            and sock.family in _STREAM_FAMILIES
-        ):
+        if self._oxloop_native_stream(sock):
             return _NativeSocketTransport._create(self, sock, protocol, waiter, extra, server)
         return super()._make_socket_transport(
             sock, protocol, waiter, extra=extra, server=server
         )
+
+    def _oxloop_native_stream(self, sock):
+        return (
+            self._oxloop_native_transports
+            and sock.__class__ is socket.socket
+            and sock.type == socket.SOCK_STREAM
+            and sock.family in _STREAM_FAMILIES
+        )
+
+    if NATIVE_TLS_SUPPORTED:
+
+        def _make_ssl_transport(
+            self, rawsock, protocol, sslcontext, waiter=None,
+            *, server_side=False, server_hostname=None,
+            extra=None, server=None,
+            ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+        ):
+            """asyncio's _make_ssl_transport with the native SSLProtocol (and, for a plain
+            stream socket, the native transport under it)."""
+            if not self._oxloop_native_tls:
+                return super()._make_ssl_transport(
+                    rawsock, protocol, sslcontext, waiter,
+                    server_side=server_side, server_hostname=server_hostname,
+                    extra=extra, server=server,
+                    ssl_handshake_timeout=ssl_handshake_timeout,
+                    ssl_shutdown_timeout=ssl_shutdown_timeout,
+                )
+            if _SSL_ENSURE_FD:
+                self._ensure_fd_no_transport(rawsock)
+            if sslproto.ssl is None:
+                raise RuntimeError("stdlib ssl module not available")
+            ssl_protocol = _oxloop.SSLProtocol(
+                self, protocol, sslcontext, waiter,
+                server_side, server_hostname,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+                ssl_shutdown_timeout=ssl_shutdown_timeout,
+            )
+            app_transport = ssl_protocol._app_transport
+            if self._oxloop_native_stream(rawsock):
+                _NativeSocketTransport._create(self, rawsock, ssl_protocol, None, extra, server)
+            else:
+                selector_events._SelectorSocketTransport(
+                    self, rawsock, ssl_protocol, extra=extra, server=server
+                )
+            return app_transport
+
+        async def start_tls(self, transport, protocol, sslcontext, *,
+                            server_side=False,
+                            server_hostname=None,
+                            ssl_handshake_timeout=None,
+                            ssl_shutdown_timeout=None):
+            """Upgrade transport to TLS (asyncio's start_tls, with the native SSLProtocol).
+
+            Return a new transport that *protocol* should start using immediately.
+            """
+            if not self._oxloop_native_tls:
+                return await super().start_tls(
+                    transport, protocol, sslcontext,
+                    server_side=server_side, server_hostname=server_hostname,
+                    ssl_handshake_timeout=ssl_handshake_timeout,
+                    ssl_shutdown_timeout=ssl_shutdown_timeout,
+                )
+            if base_events.ssl is None:
+                raise RuntimeError('Python ssl module is not available')
+
+            if not isinstance(sslcontext, base_events.ssl.SSLContext):
+                raise TypeError(
+                    f'sslcontext is expected to be an instance of ssl.SSLContext, '
+                    f'got {sslcontext!r}')
+
+            if not getattr(transport, '_start_tls_compatible', False):
+                raise TypeError(
+                    f'transport {transport!r} is not supported by start_tls()')
+
+            waiter = self.create_future()
+            ssl_protocol = _oxloop.SSLProtocol(
+                self, protocol, sslcontext, waiter,
+                server_side, server_hostname,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+                ssl_shutdown_timeout=ssl_shutdown_timeout,
+                call_connection_made=False)
+            ssl_protocol._app_transport  # made now, as asyncio's __init__ does
+
+            # Pause early so that "ssl_protocol.data_received()" doesn't
+            # have a chance to get called before "ssl_protocol.connection_made()".
+            transport.pause_reading()
+
+            transport.set_protocol(ssl_protocol)
+            conmade_cb = self.call_soon(ssl_protocol.connection_made, transport)
+            resume_cb = self.call_soon(transport.resume_reading)
+
+            try:
+                await waiter
+            except BaseException:
+                transport.close()
+                conmade_cb.cancel()
+                resume_cb.cancel()
+                raise
+
+            return ssl_protocol._app_transport
 
 
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
