@@ -23,6 +23,7 @@ from .selector_events import NativeSelector, NativeSockMixin
 __all__ = ("SelectorEventLoop", "EventLoopPolicy")
 
 _NativeSocketTransport = _oxloop.SocketTransport
+_NativeDatagramTransport = _oxloop.DatagramTransport
 _IP_FAMILIES = frozenset(
     f for f in (socket.AF_INET, getattr(socket, "AF_INET6", None)) if f is not None
 )
@@ -31,6 +32,7 @@ _STREAM_FAMILIES = frozenset(
     f for f in (socket.AF_INET, getattr(socket, "AF_INET6", None), getattr(socket, "AF_UNIX", None))
     if f is not None
 )
+_DATAGRAM_FAMILIES = _STREAM_FAMILIES
 
 
 class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSelectorEventLoop):
@@ -105,9 +107,20 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
             sock, protocol, waiter, extra=extra, server=server
         )
 
-
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
-        transport = super()._make_datagram_transport(sock, protocol, address, waiter, extra)
+        # UDP (IPv4/IPv6) and Unix datagram sockets get the native transport, like the stream
+        # sockets above; a socket subclass or another family keeps asyncio's.
+        if (
+            self._oxloop_native_transports
+            and sock.__class__ is socket.socket
+            and sock.type == socket.SOCK_DGRAM
+            and sock.family in _DATAGRAM_FAMILIES
+        ):
+            transport = _NativeDatagramTransport._create(
+                self, sock, protocol, address, waiter, extra
+            )
+        else:
+            transport = super()._make_datagram_transport(sock, protocol, address, waiter, extra)
         if sock.family in _IP_FAMILIES:
             # No IPv4/IPv6 datagram exceeds 64 KiB (IPv6 jumbograms aside), so a read of
             # 64 KiB + 1 returns the same datagrams as asyncio's 256 KiB, without the
