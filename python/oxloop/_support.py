@@ -180,7 +180,9 @@ def platform_support() -> Dict[str, Any]:
             "OXLOOP_NATIVE_TRANSPORTS=0 selects asyncio's",
             "tls": "asyncio's SSLProtocol over the native stream transport (start_tls) "
             "or asyncio's transport (ssl=)",
-            "datagram, pipes, subprocesses": "asyncio's transports on the native core",
+            "udp/unix datagram": "native (oxloop._oxloop.DatagramTransport); "
+            "OXLOOP_NATIVE_TRANSPORTS=0 selects asyncio's",
+            "pipes, subprocesses": "asyncio's transports on the native core",
         },
         "loops": {
             "SelectorEventLoop": _selector_loop_apis(),
