@@ -981,3 +981,98 @@ def test_native_transport_selection(oxloop_module, monkeypatch, run):
             run(loop, proto.lost)
         finally:
             loop.close()
+
+
+# --- several queued datagrams: the order of callbacks is asyncio's -----------------------------
+
+
+@pytest.mark.parametrize("n", [3, 40])
+def test_call_soon_from_datagram_received_runs_before_next_datagram(loop, run, n):
+    # asyncio reads one datagram per loop iteration: a callback scheduled by
+    # datagram_received runs before the next datagram is delivered.
+    order = []
+
+    class P(Recorder):
+        def datagram_received(self, data, addr):
+            order.append(data)
+            self.loop.call_soon(order.append, b"cb-" + data)
+
+    async def main():
+        tr, proto = await loop.create_datagram_endpoint(lambda: P(loop), local_addr=("127.0.0.1", 0))
+        s = raw_socket()
+        try:
+            for i in range(n):
+                s.sendto(b"%d" % i, tr.get_extra_info("sockname"))
+            await wait_for(loop, lambda: len(order) == 2 * n)
+        finally:
+            s.close()
+        tr.close()
+        await proto.lost
+
+    run(loop, main())
+    expected = []
+    for i in range(n):
+        expected += [b"%d" % i, b"cb-%d" % i]
+    assert order == expected
+
+
+def test_stop_in_datagram_received_with_datagrams_queued(loop, run):
+    # loop.stop() in datagram_received: run_forever returns after this iteration, which
+    # delivered exactly one datagram per iteration; the others wait in the socket.
+    got = []
+
+    class P(Recorder):
+        def datagram_received(self, data, addr):
+            got.append(data)
+            if len(got) % 10 == 0:
+                self.loop.stop()
+
+    async def setup():
+        return await loop.create_datagram_endpoint(lambda: P(loop), local_addr=("127.0.0.1", 0))
+
+    tr, proto = run(loop, setup())
+    s = raw_socket()
+    try:
+        for i in range(40):
+            s.sendto(b"%d" % i, tr.get_extra_info("sockname"))
+        guard = loop.call_later(5, loop.stop)  # never hang
+        loop.run_forever()
+        assert got == [b"%d" % i for i in range(10)]
+        loop.run_forever()
+        assert got == [b"%d" % i for i in range(20)]
+        guard.cancel()
+    finally:
+        s.close()
+    tr.close()
+    run(loop, proto.lost)
+
+
+def test_pause_reading_in_datagram_received_with_datagrams_queued(loop, run):
+    if PY < (3, 11):
+        pytest.skip("asyncio's datagram transport has pause_reading() from 3.11")
+
+    class P(Recorder):
+        def datagram_received(self, data, addr):
+            super().datagram_received(data, addr)
+            if len(self.datagrams) % 10 == 0:
+                self.transport.pause_reading()
+
+    async def main():
+        tr, proto = await loop.create_datagram_endpoint(lambda: P(loop), local_addr=("127.0.0.1", 0))
+        s = raw_socket()
+        try:
+            for i in range(40):
+                s.sendto(b"%d" % i, tr.get_extra_info("sockname"))
+            await wait_for(loop, lambda: len(proto.datagrams) == 10)
+            await asyncio.sleep(0.05)
+            assert [d for d, _ in proto.datagrams] == [b"%d" % i for i in range(10)]
+            tr.resume_reading()
+            await wait_for(loop, lambda: len(proto.datagrams) == 20)
+            await asyncio.sleep(0.05)
+            assert [d for d, _ in proto.datagrams] == [b"%d" % i for i in range(20)]
+        finally:
+            s.close()
+        tr.close()
+        await proto.lost
+
+    run(loop, main())

@@ -43,10 +43,14 @@ use crate::transports::{
 
 /// asyncio's `_SelectorTransport.max_size`: the most one recvfrom() reads.
 const MAX_SIZE: usize = 256 * 1024;
+/// At most this many datagrams are read per readable event (see `read_ready_`).
+const MAX_BATCH: u32 = 16;
+/// Without recent evidence of queued datagrams, a second read is tried once per this many events.
+const PROBE_EVERY: u32 = 8;
 /// The loop's receive buffer is kept when at most this large.
 const MAX_KEPT_RECV_BUFFER: usize = 1 << 20;
-/// How many senders' address objects are kept for reuse.
-const PEER_CACHE: usize = 8;
+/// How many senders' address objects are kept for reuse (slots of a direct-mapped table).
+const PEER_SLOTS: usize = 64;
 
 struct Cached {
     transport_socket: Py<PyAny>,
@@ -226,6 +230,15 @@ fn peer_object<'py>(py: Python<'py>, sa: &SockAddr) -> PyResult<Bound<'py, PyAny
     })
 }
 
+/// The peer table slot of `sa` (FNV-1a of its bytes).
+fn peer_slot(sa: &SockAddr) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in sa.as_bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h ^ (h >> 32)) as usize % PEER_SLOTS
+}
+
 #[pyclass(module = "oxloop._oxloop", dict, weakref)]
 pub struct DatagramTransport {
     loop_: Option<Py<PyAny>>,
@@ -255,9 +268,15 @@ pub struct DatagramTransport {
     high: f64,
     low: f64,
     max_size: usize,
-    /// The address objects of recent senders, by raw address (round robin).
-    peers: Vec<(SockAddr, Py<PyAny>)>,
-    next_peer: usize,
+    /// The address objects of recent senders, by raw address: a direct-mapped table of
+    /// `PEER_SLOTS` slots (allocated with the first datagram).
+    peers: Vec<Option<(SockAddr, Py<PyAny>)>>,
+    /// The slot of the last sender (an echo replies to it: checked first by sendto).
+    last_peer: usize,
+    /// The last readable event found more than one datagram queued.
+    queued_hint: bool,
+    /// Readable events since the last probe for a second datagram.
+    since_probe: u32,
 }
 
 fn loop_of<'py>(slf: &Bound<'py, DatagramTransport>) -> Option<Bound<'py, PyAny>> {
@@ -529,24 +548,25 @@ impl DatagramTransport {
         if sa.is_empty() {
             return Ok(py.None().into_bound(py));
         }
+        let slot = peer_slot(sa);
         {
-            let me = slf.borrow();
-            if let Some((_, obj)) = me.peers.iter().find(|(k, _)| k == sa) {
-                return Ok(obj.bind(py).clone());
+            let mut me = slf.borrow_mut();
+            if let Some(Some((k, obj))) = me.peers.get(slot) {
+                if k == sa {
+                    let obj = obj.bind(py).clone();
+                    me.last_peer = slot;
+                    return Ok(obj);
+                }
             }
         }
         let obj = peer_object(py, sa)?;
         let old = {
             let mut me = slf.borrow_mut();
-            let entry = (*sa, obj.clone().unbind());
-            if me.peers.len() < PEER_CACHE {
-                me.peers.push(entry);
-                None
-            } else {
-                let i = me.next_peer;
-                me.next_peer = (i + 1) % PEER_CACHE;
-                Some(std::mem::replace(&mut me.peers[i], entry))
+            if me.peers.is_empty() {
+                me.peers = (0..PEER_SLOTS).map(|_| None).collect();
             }
+            me.last_peer = slot;
+            me.peers[slot].replace((*sa, obj.clone().unbind()))
         };
         drop(old);
         Ok(obj)
@@ -557,8 +577,15 @@ impl DatagramTransport {
         if self.connected {
             return Target::Connected;
         }
-        if let Some((sa, _)) = self.peers.iter().find(|(_, o)| o.bind(py).is(addr)) {
-            return Target::Native(*sa);
+        let known = |e: &Option<(SockAddr, Py<PyAny>)>| match e {
+            Some((sa, o)) if o.bind(py).is(addr) => Some(*sa),
+            _ => None,
+        };
+        if let Some(sa) = self.peers.get(self.last_peer).and_then(known) {
+            return Target::Native(sa);
+        }
+        if let Some(sa) = self.peers.iter().find_map(known) {
+            return Target::Native(sa);
         }
         match parse_ip_address(self.family, addr) {
             Some(sa) => Target::Native(sa),
@@ -631,16 +658,79 @@ impl DatagramTransport {
         Self::fatal_error(slf, &exc, "Fatal write error on datagram transport")
     }
 
-    /// The native `_read_ready`.
+    /// The native `_read_ready`: asyncio's, one datagram per call, except that when reading it
+    /// again at once could not be told apart from asyncio's next loop iterations, it reads on
+    /// (at most `MAX_BATCH` datagrams): nothing else is ready in the loop (this callback is the
+    /// last of the iteration and the protocol scheduled nothing), the loop is not stopping nor
+    /// in debug mode, and the transport still reads with the same protocol. asyncio would then
+    /// select again and run this same callback next; the only difference is that timers and
+    /// other fds that become ready meanwhile wait for the batch (a bounded delay, as a longer
+    /// callback would cause). The second read is tried only while datagrams were recently
+    /// found queued (and on one event in `PROBE_EVERY`), so a lightly loaded socket does not
+    /// pay a recvfrom that finds nothing.
     fn read_ready_(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let mut n: u32 = 0;
+        loop {
+            let protocol = slf.borrow().protocol.as_ref().map(|p| p.as_ptr());
+            if !Self::read_one(slf)? {
+                if n == 1 {
+                    slf.borrow_mut().queued_hint = false;
+                }
+                return Ok(());
+            }
+            n += 1;
+            if n >= MAX_BATCH {
+                slf.borrow_mut().queued_hint = true;
+                return Ok(());
+            }
+            let go_on = {
+                let mut me = slf.borrow_mut();
+                if n >= 2 {
+                    me.queued_hint = true;
+                }
+                let probe = if n == 1 && !me.queued_hint {
+                    me.since_probe += 1;
+                    if me.since_probe >= PROBE_EVERY {
+                        me.since_probe = 0;
+                        true
+                    } else {
+                        false
+                    }
+                } else {
+                    true
+                };
+                probe
+                    && me.conn_lost == 0
+                    && me.is_reading_()
+                    && me.protocol.as_ref().map(|p| p.as_ptr()) == protocol
+                    && me
+                        .loop_
+                        .as_ref()
+                        .and_then(|l| l.bind(py).cast::<LoopCore>().ok().cloned())
+                        .and_then(|core| {
+                            core.try_borrow()
+                                .ok()
+                                .map(|c| c.ready.is_empty() && !c.stopping && !c.debug)
+                        })
+                        .unwrap_or(false)
+            };
+            if !go_on {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One asyncio `_read_ready`: Ok(true) when a datagram was delivered.
+    fn read_one(slf: &Bound<'_, Self>) -> PyResult<bool> {
         let py = slf.py();
         let (loop_, fd, max_size, protocol) = {
             let me = slf.borrow();
             if me.conn_lost > 0 {
-                return Ok(());
+                return Ok(false);
             }
             let (Some(l), Some(p)) = (&me.loop_, &me.protocol) else {
-                return Ok(());
+                return Ok(false);
             };
             (l.clone_ref(py), me.fd, me.max_size, p.clone_ref(py))
         };
@@ -666,11 +756,11 @@ impl DatagramTransport {
             }
         }
         match res {
-            Ok(None) => Ok(()),
+            Ok(None) => Ok(false),
             Err(e) => {
                 let exc = to_pyerr(e).into_value(py);
                 protocol.call_method1(py, intern!(py, "error_received"), (exc,))?;
-                Ok(())
+                Ok(false)
             }
             Ok(Some((_, sa))) => {
                 let data = data.expect("made above");
@@ -679,15 +769,12 @@ impl DatagramTransport {
                     Err(e) if is_exit(py, &e) => return Err(e),
                     Err(e) => {
                         let exc = e.into_value(py).into_bound(py).into_any();
-                        return Self::fatal_error(
-                            slf,
-                            &exc,
-                            "Fatal read error on datagram transport",
-                        );
+                        Self::fatal_error(slf, &exc, "Fatal read error on datagram transport")?;
+                        return Ok(false);
                     }
                 };
                 protocol.call_method1(py, intern!(py, "datagram_received"), (data, addr))?;
-                Ok(())
+                Ok(true)
             }
         }
     }
@@ -822,7 +909,9 @@ impl DatagramTransport {
                 low: 16384.0,
                 max_size: MAX_SIZE,
                 peers: Vec::new(),
-                next_peer: 0,
+                last_peer: 0,
+                queued_hint: false,
+                since_probe: 0,
             },
         )?;
         Self::set_protocol(&tr, protocol)?;
