@@ -221,7 +221,9 @@ def platform_support() -> Dict[str, Any]:
                 if _NATIVE_TLS
                 else "asyncio's own SSLProtocol (this Python's sslproto; native TLS needs 3.11+)"
             ),
-            "datagram, pipes, subprocesses": "asyncio's transports on the native core",
+            "udp/unix datagram": "native (oxloop._oxloop.DatagramTransport); "
+            "OXLOOP_NATIVE_TRANSPORTS=0 selects asyncio's",
+            "pipes, subprocesses": "asyncio's transports on the native core",
         },
         "subprocess_exit_tracking": _subprocess_exit_tracking(),
         "loops": {

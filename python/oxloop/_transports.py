@@ -79,3 +79,83 @@ def detach_dead(server):
     """3.13's ``__del__`` detaches an unclosed transport from its server (lets wait_closed end)."""
     if ATTACH_TAKES_TRANSPORT:
         server._detach(_Gone())
+
+
+# --- the datagram transport (oxloop._oxloop.DatagramTransport) ------------------------------
+
+_AsyncioDatagram = selector_events._SelectorDatagramTransport
+#: asyncio's datagram transport is an ``asyncio.DatagramTransport`` from 3.12 on; before, only
+#: an ``asyncio.Transport`` (its ``_SelectorTransport`` base).
+_DATAGRAM_BASES = (transports._FlowControlMixin, transports.Transport) + (
+    (transports.DatagramTransport,)
+    if issubclass(_AsyncioDatagram, transports.DatagramTransport)
+    else ()
+)
+
+
+class DatagramTransport(*_DATAGRAM_BASES):
+    """What ``isinstance()`` sees as the class of the native ``oxloop._oxloop.DatagramTransport``.
+
+    Its bases are those of the running asyncio's ``_SelectorDatagramTransport`` (3.12+:
+    ``asyncio.DatagramTransport`` too), so ``isinstance()`` answers as for asyncio's own
+    transport. Never instantiated.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, *args, **kwargs):
+        raise TypeError("use loop._make_datagram_transport()")
+
+
+def _datagram_rules():
+    """How the running asyncio's datagram transport counts and filters, read from its source.
+
+    Returns ``(empty_returns, counts_size, header_on_queue, header_on_send)``:
+    ``sendto(b'')`` returns without sending (3.9-3.12); the transport keeps ``_buffer_size``
+    (3.11+) instead of summing the queue (3.9-3.10); the bytes counted per queued datagram on
+    top of its length (3.13: 8), and those uncounted again when one leaves the queue (3.13.0:
+    none). Patch releases have changed these, hence the source rather than the version.
+    """
+    import inspect
+    import re
+    import sys
+
+    try:
+        send_src = inspect.getsource(_AsyncioDatagram.sendto)
+        ready_src = inspect.getsource(_AsyncioDatagram._sendto_ready)
+    except (OSError, TypeError):  # no source: the rules of the released versions
+        v = sys.version_info[:2]
+        return v < (3, 13), v >= (3, 11), 8 if v >= (3, 13) else 0, 0
+
+    def header(src, op):
+        m = re.search(r"_buffer_size\s*" + re.escape(op) + r"=\s*len\(data\)(?:\s*\+\s*([\w.]+))?", src)
+        if m is None or m.group(1) is None:
+            return 0
+        term = m.group(1)
+        if term.isdigit():
+            return int(term)
+        value = getattr(_AsyncioDatagram, term.rpartition(".")[2], None)
+        return value if isinstance(value, int) else 8
+
+    empty_returns = re.search(r"if not data:\s*\n\s*return\b", send_src) is not None
+    counts_size = "_buffer_size" in send_src
+    return empty_returns, counts_size, header(send_src, "+"), header(ready_src, "-")
+
+
+(
+    DATAGRAM_EMPTY_RETURNS,
+    DATAGRAM_COUNTS_SIZE,
+    DATAGRAM_HEADER_ON_QUEUE,
+    DATAGRAM_HEADER_ON_SEND,
+) = _datagram_rules()
+
+#: 3.11+: ``_SelectorTransport`` has pause_reading()/resume_reading()/is_reading(); before,
+#: the datagram transport inherits ``ReadTransport``'s NotImplementedError.
+DATAGRAM_CAN_PAUSE = "pause_reading" in vars(selector_events._SelectorTransport)
+
+
+def datagram_buffer(items):
+    """The ``_buffer`` attribute: a deque of ``(bytes, addr)``, as asyncio keeps it."""
+    import collections
+
+    return collections.deque(items)

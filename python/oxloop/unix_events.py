@@ -34,6 +34,7 @@ NATIVE_TLS_SUPPORTED = sys.version_info >= (3, 11)
 _SSL_ENSURE_FD = "_ensure_fd_no_transport" in (
     selector_events.BaseSelectorEventLoop._make_ssl_transport.__code__.co_names
 )
+_NativeDatagramTransport = _oxloop.DatagramTransport
 _IP_FAMILIES = frozenset(
     f for f in (socket.AF_INET, getattr(socket, "AF_INET6", None)) if f is not None
 )
@@ -42,6 +43,7 @@ _STREAM_FAMILIES = frozenset(
     f for f in (socket.AF_INET, getattr(socket, "AF_INET6", None), getattr(socket, "AF_UNIX", None))
     if f is not None
 )
+_DATAGRAM_FAMILIES = _STREAM_FAMILIES
 
 
 class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSelectorEventLoop):
@@ -228,8 +230,8 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
                 call_connection_made=False)
             ssl_protocol._app_transport  # made now, as asyncio's __init__ does
 
-            # Pause early so that "ssl_protocol.data_received()" doesn't
-            # have a chance to get called before "ssl_protocol.connection_made()".
+            # No read may reach the TLS protocol before its connection_made: reading stays
+            # paused until the two callbacks below have run, in this order.
             transport.pause_reading()
 
             transport.set_protocol(ssl_protocol)
@@ -246,9 +248,20 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
 
             return ssl_protocol._app_transport
 
-
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
-        transport = super()._make_datagram_transport(sock, protocol, address, waiter, extra)
+        # UDP (IPv4/IPv6) and Unix datagram sockets get the native transport, like the stream
+        # sockets above; a socket subclass or another family keeps asyncio's.
+        if (
+            self._oxloop_native_transports
+            and sock.__class__ is socket.socket
+            and sock.type == socket.SOCK_DGRAM
+            and sock.family in _DATAGRAM_FAMILIES
+        ):
+            transport = _NativeDatagramTransport._create(
+                self, sock, protocol, address, waiter, extra
+            )
+        else:
+            transport = super()._make_datagram_transport(sock, protocol, address, waiter, extra)
         if sock.family in _IP_FAMILIES:
             # No IPv4/IPv6 datagram exceeds 64 KiB (IPv6 jumbograms aside), so a read of
             # 64 KiB + 1 returns the same datagrams as asyncio's 256 KiB, without the

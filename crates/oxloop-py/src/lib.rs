@@ -2,6 +2,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod base_events;
+mod datagram;
 mod errors;
 mod handles;
 mod helpers;
@@ -21,6 +22,7 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transports::SocketTransport>()?;
     m.add_class::<sslproto::SSLProtocol>()?;
     m.add_class::<sslproto::SSLProtocolTransport>()?;
+    m.add_class::<datagram::DatagramTransport>()?;
     m.add_function(wrap_pyfunction!(selector_events::selector_kinds, m)?)?;
     m.add_function(wrap_pyfunction!(selector_events::default_selector, m)?)?;
     m.add_function(wrap_pyfunction!(selector_events::clock_resolution, m)?)?;

@@ -169,18 +169,18 @@ impl WriteQueue {
     }
 }
 
-fn is_exit(py: Python<'_>, err: &PyErr) -> bool {
+pub(crate) fn is_exit(py: Python<'_>, err: &PyErr) -> bool {
     err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py)
 }
 
 /// A bytes-like argument of write(): the bytes object itself, or a buffer export.
-enum Data<'py> {
+pub(crate) enum Data<'py> {
     Bytes(Bound<'py, PyBytes>),
     View(PyUntypedBuffer),
 }
 
 impl Data<'_> {
-    fn as_slice(&self) -> &[u8] {
+    pub(crate) fn as_slice(&self) -> &[u8] {
         match self {
             Data::Bytes(b) => b.as_bytes(),
             Data::View(v) if v.len_bytes() == 0 || v.buf_ptr().is_null() => &[],
@@ -238,7 +238,11 @@ fn loop_of<'py>(slf: &Bound<'py, SocketTransport>) -> Option<Bound<'py, PyAny>> 
     slf.borrow().loop_.as_ref().map(|l| l.bind(py).clone())
 }
 
-fn add_reader(loop_: &Bound<'_, PyAny>, fd: RawFd, cb: Bound<'_, PyAny>) -> PyResult<()> {
+pub(crate) fn add_reader(
+    loop_: &Bound<'_, PyAny>,
+    fd: RawFd,
+    cb: Bound<'_, PyAny>,
+) -> PyResult<()> {
     let py = loop_.py();
     if let Ok(core) = loop_.cast::<LoopCore>() {
         let fdobj = fd.into_pyobject(py)?;
@@ -255,7 +259,11 @@ fn add_reader(loop_: &Bound<'_, PyAny>, fd: RawFd, cb: Bound<'_, PyAny>) -> PyRe
     Ok(())
 }
 
-fn add_writer(loop_: &Bound<'_, PyAny>, fd: RawFd, cb: Bound<'_, PyAny>) -> PyResult<()> {
+pub(crate) fn add_writer(
+    loop_: &Bound<'_, PyAny>,
+    fd: RawFd,
+    cb: Bound<'_, PyAny>,
+) -> PyResult<()> {
     let py = loop_.py();
     if let Ok(core) = loop_.cast::<LoopCore>() {
         let fdobj = fd.into_pyobject(py)?;
@@ -272,7 +280,7 @@ fn add_writer(loop_: &Bound<'_, PyAny>, fd: RawFd, cb: Bound<'_, PyAny>) -> PyRe
     Ok(())
 }
 
-fn remove_reader(loop_: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<()> {
+pub(crate) fn remove_reader(loop_: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<()> {
     let py = loop_.py();
     if let Ok(core) = loop_.cast::<LoopCore>() {
         remove_watcher(core, fd.into_pyobject(py)?.as_any(), true)?;
@@ -282,7 +290,7 @@ fn remove_reader(loop_: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<()> {
     Ok(())
 }
 
-fn remove_writer(loop_: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<()> {
+pub(crate) fn remove_writer(loop_: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<()> {
     let py = loop_.py();
     if let Ok(core) = loop_.cast::<LoopCore>() {
         remove_watcher(core, fd.into_pyobject(py)?.as_any(), false)?;
@@ -301,7 +309,7 @@ fn shutdown_wr(fd: RawFd) -> PyResult<()> {
 }
 
 /// Whether the loop's selector watches `fd` for `interest` (asyncio's `_test_selector_event`).
-fn polling(loop_: &Bound<'_, PyAny>, fd: RawFd, interest: Interest) -> PyResult<bool> {
+pub(crate) fn polling(loop_: &Bound<'_, PyAny>, fd: RawFd, interest: Interest) -> PyResult<bool> {
     let py = loop_.py();
     if let Ok(core) = loop_.cast::<LoopCore>() {
         if let Ok(me) = core.try_borrow() {
@@ -320,7 +328,7 @@ fn polling(loop_: &Bound<'_, PyAny>, fd: RawFd, interest: Interest) -> PyResult<
         .is_truthy(py)
 }
 
-fn loop_is_closed(loop_: &Bound<'_, PyAny>) -> PyResult<bool> {
+pub(crate) fn loop_is_closed(loop_: &Bound<'_, PyAny>) -> PyResult<bool> {
     if let Ok(core) = loop_.cast::<LoopCore>() {
         if let Ok(me) = core.try_borrow() {
             return Ok(me.closed);
