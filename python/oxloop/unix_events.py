@@ -27,6 +27,8 @@ from .selector_events import NativeSelector, NativeSockMixin
 __all__ = ("SelectorEventLoop", "EventLoopPolicy")
 
 _NativeSocketTransport = _oxloop.SocketTransport
+_NativeReadPipeTransport = _oxloop.ReadPipeTransport
+_NativeWritePipeTransport = _oxloop.WritePipeTransport
 _IP_FAMILIES = frozenset(
     f for f in (socket.AF_INET, getattr(socket, "AF_INET6", None)) if f is not None
 )
@@ -46,8 +48,9 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
     """
 
     def __init__(self, selector: Optional[Union[str, selectors.BaseSelector]] = None) -> None:
-        # TCP and Unix stream sockets get the native transport; OXLOOP_NATIVE_TRANSPORTS=0 (read
-        # once, at creation) keeps asyncio's Python transport instead.
+        # TCP and Unix stream sockets, and pipes (on a native selector), get the native
+        # transports; OXLOOP_NATIVE_TRANSPORTS=0 (read once, at creation) keeps asyncio's Python
+        # transports instead.
         self._oxloop_native_transports = os.environ.get("OXLOOP_NATIVE_TRANSPORTS", "1") != "0"
         self._oxloop_children = ChildTracker(self)
         try:
@@ -139,6 +142,20 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
             sock, protocol, waiter, extra=extra, server=server
         )
 
+    def _native_pipes(self) -> bool:
+        # The native pipe transports watch their fd through the native selector; a loop on a
+        # Python selectors object keeps asyncio's own pipe transports.
+        return self._oxloop_native_transports and isinstance(self._selector, NativeSelector)
+
+    def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        if self._native_pipes():
+            return _NativeReadPipeTransport._create(self, pipe, protocol, waiter, extra)
+        return super()._make_read_pipe_transport(pipe, protocol, waiter, extra)
+
+    def _make_write_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        if self._native_pipes():
+            return _NativeWritePipeTransport._create(self, pipe, protocol, waiter, extra)
+        return super()._make_write_pipe_transport(pipe, protocol, waiter, extra)
 
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
         transport = super()._make_datagram_transport(sock, protocol, address, waiter, extra)

@@ -8,6 +8,7 @@ mod helpers;
 mod selector_events;
 mod sock;
 mod transports;
+mod unix_events;
 
 use pyo3::prelude::*;
 
@@ -18,6 +19,8 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<base_events::LoopCore>()?;
     m.add_class::<sock::SockOp>()?;
     m.add_class::<transports::SocketTransport>()?;
+    m.add_class::<unix_events::ReadPipeTransport>()?;
+    m.add_class::<unix_events::WritePipeTransport>()?;
     m.add_function(wrap_pyfunction!(selector_events::selector_kinds, m)?)?;
     m.add_function(wrap_pyfunction!(selector_events::default_selector, m)?)?;
     m.add_function(wrap_pyfunction!(selector_events::clock_resolution, m)?)?;

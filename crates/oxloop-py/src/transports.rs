@@ -169,7 +169,7 @@ impl WriteQueue {
     }
 }
 
-fn is_exit(py: Python<'_>, err: &PyErr) -> bool {
+pub(crate) fn is_exit(py: Python<'_>, err: &PyErr) -> bool {
     err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py)
 }
 
@@ -238,7 +238,11 @@ fn loop_of<'py>(slf: &Bound<'py, SocketTransport>) -> Option<Bound<'py, PyAny>> 
     slf.borrow().loop_.as_ref().map(|l| l.bind(py).clone())
 }
 
-fn add_reader(loop_: &Bound<'_, PyAny>, fd: RawFd, cb: Bound<'_, PyAny>) -> PyResult<()> {
+pub(crate) fn add_reader(
+    loop_: &Bound<'_, PyAny>,
+    fd: RawFd,
+    cb: Bound<'_, PyAny>,
+) -> PyResult<()> {
     let py = loop_.py();
     if let Ok(core) = loop_.cast::<LoopCore>() {
         let fdobj = fd.into_pyobject(py)?;
@@ -255,7 +259,11 @@ fn add_reader(loop_: &Bound<'_, PyAny>, fd: RawFd, cb: Bound<'_, PyAny>) -> PyRe
     Ok(())
 }
 
-fn add_writer(loop_: &Bound<'_, PyAny>, fd: RawFd, cb: Bound<'_, PyAny>) -> PyResult<()> {
+pub(crate) fn add_writer(
+    loop_: &Bound<'_, PyAny>,
+    fd: RawFd,
+    cb: Bound<'_, PyAny>,
+) -> PyResult<()> {
     let py = loop_.py();
     if let Ok(core) = loop_.cast::<LoopCore>() {
         let fdobj = fd.into_pyobject(py)?;
@@ -272,7 +280,7 @@ fn add_writer(loop_: &Bound<'_, PyAny>, fd: RawFd, cb: Bound<'_, PyAny>) -> PyRe
     Ok(())
 }
 
-fn remove_reader(loop_: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<()> {
+pub(crate) fn remove_reader(loop_: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<()> {
     let py = loop_.py();
     if let Ok(core) = loop_.cast::<LoopCore>() {
         remove_watcher(core, fd.into_pyobject(py)?.as_any(), true)?;
@@ -282,7 +290,7 @@ fn remove_reader(loop_: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<()> {
     Ok(())
 }
 
-fn remove_writer(loop_: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<()> {
+pub(crate) fn remove_writer(loop_: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<()> {
     let py = loop_.py();
     if let Ok(core) = loop_.cast::<LoopCore>() {
         remove_watcher(core, fd.into_pyobject(py)?.as_any(), false)?;
