@@ -542,6 +542,11 @@ impl ReadPipeTransport {
     fn _pipe(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         clone_opt(py, &self.pipe)
     }
+    /// Settable, as on asyncio's transport (`_pipe = None`: no warning from the finalizer).
+    #[setter(_pipe)]
+    fn set_pipe_attr(&mut self, pipe: Option<Py<PyAny>>) {
+        self.pipe = pipe;
+    }
     #[getter]
     fn _fileno(&self) -> RawFd {
         self.fileno
@@ -1344,6 +1349,11 @@ impl WritePipeTransport {
     #[getter]
     fn _pipe(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         clone_opt(py, &self.pipe)
+    }
+    /// Settable, as on asyncio's transport (`_pipe = None`: no warning from the finalizer).
+    #[setter(_pipe)]
+    fn set_pipe_attr(&mut self, pipe: Option<Py<PyAny>>) {
+        self.pipe = pipe;
     }
     #[getter]
     fn _fileno(&self) -> RawFd {
