@@ -194,6 +194,74 @@ fn debug_log(loop_: &Bound<'_, PyAny>, msg: &str, tr: &Bound<'_, PyAny>) -> PyRe
     Ok(())
 }
 
+/// One read of at most `max_size` bytes: `(result, data)`, data being the bytes read when the
+/// result is `Ok(Some(n))` with n > 0.
+///
+/// When the fd says how much it holds (FIONREAD: pipes, sockets, ttys), that much is read
+/// straight into a new `bytes` object; otherwise (or when it says 0: EOF, EIO and the like
+/// are then read as asyncio would) into the loop's reusable buffer, then copied.
+#[allow(clippy::type_complexity)]
+fn read_pipe<'py>(
+    py: Python<'py>,
+    loop_: &Bound<'py, PyAny>,
+    fd: RawFd,
+    max_size: usize,
+) -> PyResult<(std::io::Result<Option<usize>>, Option<Bound<'py, PyBytes>>)> {
+    if let Ok(avail) = pipe::available(fd) {
+        if avail > 0 {
+            let n = avail.min(max_size);
+            // SAFETY: a new bytes object of n (uninitialized) bytes, or NULL with an exception.
+            let obj = unsafe {
+                Bound::from_owned_ptr_or_err(
+                    py,
+                    pyo3::ffi::PyBytes_FromStringAndSize(
+                        std::ptr::null(),
+                        n as pyo3::ffi::Py_ssize_t,
+                    ),
+                )
+            }?;
+            // SAFETY: the buffer of a bytes object, valid for n bytes while `obj` lives.
+            let ptr = unsafe { pyo3::ffi::PyBytes_AsString(obj.as_ptr()) } as *mut u8;
+            // SAFETY: `obj` is a new bytes object that nothing else references yet, so
+            // filling its buffer (CPython's own idiom for building bytes) is sound; `obj`
+            // outlives the call.
+            let res = unsafe { pipe::read_raw(fd, ptr, n) };
+            let obj = obj.cast_into::<PyBytes>()?;
+            return Ok(match res {
+                Ok(Some(k)) if k == n => (res, Some(obj)),
+                // Fewer bytes than announced (someone else read meanwhile): copy those.
+                Ok(Some(k)) if k > 0 => {
+                    // SAFETY: the first k bytes of the buffer were written by read().
+                    let got = unsafe { std::slice::from_raw_parts(ptr, k) };
+                    (res, Some(PyBytes::new(py, got)))
+                }
+                _ => (res, None),
+            });
+        }
+    }
+    let core = loop_.cast::<LoopCore>().ok();
+    let mut buf = match core.and_then(|c| c.try_borrow_mut().ok()) {
+        Some(mut c) => std::mem::take(&mut c.recv_buf),
+        None => Vec::new(),
+    };
+    if buf.len() < max_size {
+        buf.resize(max_size, 0);
+    }
+    let res = pipe::read(fd, &mut buf[..max_size]);
+    let data = match &res {
+        Ok(Some(n)) if *n > 0 => Some(PyBytes::new(py, &buf[..*n])),
+        _ => None,
+    };
+    if buf.len() <= MAX_KEPT_READ_BUFFER {
+        if let Some(mut c) = core.and_then(|c| c.try_borrow_mut().ok()) {
+            if c.recv_buf.capacity() < buf.capacity() {
+                c.recv_buf = buf;
+            }
+        }
+    }
+    Ok((res, data))
+}
+
 // ------------------------------------------------------------------------------------------
 // Read pipe
 // ------------------------------------------------------------------------------------------
@@ -391,26 +459,7 @@ impl ReadPipeTransport {
             (l.clone_ref(py), me.fileno, me.max_size)
         };
         let loop_ = loop_.bind(py);
-        let core = loop_.cast::<LoopCore>().ok();
-        let mut buf = match core.and_then(|c| c.try_borrow_mut().ok()) {
-            Some(mut c) => std::mem::take(&mut c.recv_buf),
-            None => Vec::new(),
-        };
-        if buf.len() < max_size {
-            buf.resize(max_size, 0);
-        }
-        let res = pipe::read(fd, &mut buf[..max_size]);
-        let data = match &res {
-            Ok(Some(n)) if *n > 0 => Some(PyBytes::new(py, &buf[..*n])),
-            _ => None,
-        };
-        if buf.len() <= MAX_KEPT_READ_BUFFER {
-            if let Some(mut c) = core.and_then(|c| c.try_borrow_mut().ok()) {
-                if c.recv_buf.capacity() < buf.capacity() {
-                    c.recv_buf = buf;
-                }
-            }
-        }
+        let (res, data) = read_pipe(py, loop_, fd, max_size)?;
         match res {
             Ok(None) => Ok(()),
             Err(e) => {
