@@ -4,9 +4,10 @@
 //! and so by the pipes of subprocesses.
 //!
 //! - read: the fd's reader callback is the native `_read_ready`: one `read(2)` of at most
-//!   `max_size` (256 KiB) into the loop's reusable buffer -> one `bytes` ->
-//!   `protocol.data_received(data)`. (asyncio's `os.read(fd, 256 KiB)` allocates 256 KiB and
-//!   shrinks it, an mmap/munmap pair per read with glibc.)
+//!   `max_size` (256 KiB) -> one `bytes` -> `protocol.data_received(data)`. What FIONREAD
+//!   announces is read straight into a new `bytes` object; otherwise (EOF, EIO, fds without
+//!   FIONREAD) the read goes into the loop's reusable buffer and is copied. (asyncio's
+//!   `os.read(fd, 256 KiB)` allocates 256 KiB and shrinks it, per read.)
 //! - write: written at once when nothing is queued; the remainder is queued (a `bytes` object
 //!   by reference, anything else copied) and flushed with `writev` on writable events.
 //! - everything else follows asyncio's code for the running Python version (3.9-3.13): the fd
