@@ -631,7 +631,10 @@ impl ReadPipeTransport {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        for x in [&self.loop_, &self.protocol].into_iter().flatten() {
+        for x in [&self.loop_, &self.pipe, &self.protocol]
+            .into_iter()
+            .flatten()
+        {
             visit.call(x)?;
         }
         if let Some(e) = &self.extra {
@@ -641,7 +644,8 @@ impl ReadPipeTransport {
     }
 
     fn __clear__(&mut self) {
-        // The pipe is kept: the finalizer still warns about and closes an unclosed one.
+        // The pipe is visited but kept (its own clear breaks a cycle through it): the
+        // finalizer still warns about and closes an unclosed one.
         self.loop_ = None;
         self.protocol = None;
         self.extra = None;
@@ -1450,6 +1454,7 @@ impl WritePipeTransport {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         for x in [
             &self.loop_,
+            &self.pipe,
             &self.protocol,
             &self.high_water,
             &self.low_water,
@@ -1466,7 +1471,8 @@ impl WritePipeTransport {
     }
 
     fn __clear__(&mut self) {
-        // The pipe is kept: the finalizer still warns about and closes an unclosed one.
+        // The pipe is visited but kept (its own clear breaks a cycle through it): the
+        // finalizer still warns about and closes an unclosed one.
         self.loop_ = None;
         self.protocol = None;
         self.extra = None;
