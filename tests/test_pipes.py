@@ -965,3 +965,58 @@ def test_many_pipe_transports_no_fd_leak(loop, run):
 
     run(loop, main(), timeout=30)
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+# ---------------------------------------------------------------------------
+# which implementation (oxloop only)
+
+
+@pytest.mark.parametrize("selector, env, native", [
+    (None, None, True), ("poll", "1", True), ("select", None, True), (None, "0", False),
+    ("pyselector", None, False),
+])
+def test_oxloop_pipe_transport_implementation(monkeypatch, selector, env, native):
+    """Native pipe transports on a native selector (also for a subprocess's pipes); asyncio's
+    with a Python selectors object or OXLOOP_NATIVE_TRANSPORTS=0. isinstance() sees asyncio's
+    transport classes either way."""
+    import selectors
+
+    from conftest import require_oxloop
+
+    ox = require_oxloop()
+    if env is None:
+        monkeypatch.delenv("OXLOOP_NATIVE_TRANSPORTS", raising=False)
+    else:
+        monkeypatch.setenv("OXLOOP_NATIVE_TRANSPORTS", env)
+    loop = ox.SelectorEventLoop(selectors.DefaultSelector() if selector == "pyselector" else selector)
+    r, w = os.pipe()
+
+    async def main():
+        rt, _ = await loop.connect_read_pipe(asyncio.Protocol, os.fdopen(r, "rb", 0))
+        wt, wp = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(w, "wb", 0))
+        names = [type(rt).__name__, type(wt).__name__]
+        assert isinstance(rt, asyncio.ReadTransport) and not isinstance(rt, asyncio.WriteTransport)
+        # _FlowControlMixin subclasses asyncio.Transport (read and write) in asyncio too.
+        assert isinstance(wt, asyncio.WriteTransport)
+        assert isinstance(wt, asyncio.transports._FlowControlMixin)
+        rt.close()
+        wt.close()
+        p = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "import sys; sys.stdout.write(sys.stdin.read())",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        names += [type(p._transport.get_pipe_transport(0)).__name__,
+                  type(p._transport.get_pipe_transport(1)).__name__]
+        out, _ = await p.communicate(b"echo")
+        assert out == b"echo"
+        return names
+
+    try:
+        names = loop.run_until_complete(asyncio.wait_for(main(), 20))
+    finally:
+        loop.close()
+    if native:
+        assert names == ["ReadPipeTransport", "WritePipeTransport",
+                         "WritePipeTransport", "ReadPipeTransport"]
+    else:
+        assert names == ["_UnixReadPipeTransport", "_UnixWritePipeTransport",
+                         "_UnixWritePipeTransport", "_UnixReadPipeTransport"]
