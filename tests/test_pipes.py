@@ -787,6 +787,9 @@ def test_write_pipe_resumes_only_when_emptied(loop, run):
 
     async def main():
         wt, wp = await loop.connect_write_pipe(lambda: WriteProto(loop), os.fdopen(w, "wb", 0))
+        # A low-water mark well above what one write to the pipe takes (64 KiB): the buffer
+        # passes below it while still holding data.
+        wt.set_write_buffer_limits(high=400_000, low=300_000)
         wt.write(b"r" * (2 * 1024 * 1024))
         assert "pause" in wp.events
         sizes = []
