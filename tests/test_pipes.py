@@ -465,3 +465,561 @@ def test_pipe_transports_with_subprocess_like_wiring(loop, run):
         return bytes(rproto.data)
 
     assert run(loop, main()) == b"".join(b"%03d" % i for i in range(100))
+
+
+# ---------------------------------------------------------------------------
+# details of asyncio's pipe transports (oxloop reproduces them natively)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pty behaviour checked on Linux")
+@pytest.mark.parametrize("debug", [False, True])
+def test_pty_eio_at_child_exit(loop, run, caplog, debug):
+    """A child writes to a pty and exits: the master reads the output, then EIO, which asyncio
+    logs at debug level only (no exception handler call) and passes to connection_lost."""
+    import logging
+    import pty
+
+    master, slave = pty.openpty()
+    loop.set_debug(debug)
+    caplog.set_level(logging.DEBUG, logger="asyncio")
+
+    async def main():
+        tr, proto = await loop.connect_read_pipe(lambda: ReadProto(loop), os.fdopen(master, "rb", 0))
+        p = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "import sys; sys.stdout.write('from the child'); sys.stdout.flush()",
+            stdin=asyncio.subprocess.DEVNULL, stdout=slave, stderr=slave)
+        os.close(slave)
+        exc = await proto.lost
+        await p.wait()
+        return tr, proto, exc
+
+    tr, proto, exc = run(loop, main(), timeout=20)
+    assert isinstance(exc, OSError) and exc.errno == errno.EIO
+    assert bytes(proto.data) == b"from the child"
+    assert proto.events == ["made", "data", "lost"]
+    assert tr.get_extra_info("pipe").closed
+    fatal = [r for r in caplog.records if "Fatal read error on pipe transport" in r.getMessage()]
+    if debug:
+        assert [r.levelno for r in fatal] == [logging.DEBUG]
+    else:
+        assert fatal == []
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_read_pipe_eof_logged_in_debug_mode(loop, run, caplog):
+    import logging
+
+    r, w = os.pipe()
+    loop.set_debug(True)
+    caplog.set_level(logging.DEBUG, logger="asyncio")
+
+    async def main():
+        tr, proto = await loop.connect_read_pipe(lambda: ReadProto(loop), os.fdopen(r, "rb", 0))
+        os.close(w)
+        await proto.lost
+        return tr
+
+    tr = run(loop, main())
+    # Formatted when logged: the transport was still polling.
+    assert f" fd={r} polling> was closed by peer" in caplog.text, caplog.text
+    assert [rec.levelno for rec in caplog.records if "closed by peer" in rec.msg] == [logging.INFO]
+
+
+@pytest.mark.parametrize("pause_where", ["connection_made", "before_data"])
+def test_read_pipe_pause_reading_before_data_arrives(loop, run, pause_where):
+    """pause_reading() before any data: nothing is delivered until resume_reading(). Paused from
+    connection_made(), 3.9/3.10 start reading anyway (asyncio added the reader unconditionally
+    then; 3.11 checks is_reading() first)."""
+    r, w = os.pipe()
+
+    class PausingProto(ReadProto):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            if pause_where == "connection_made":
+                transport.pause_reading()
+
+    async def main():
+        tr, proto = await loop.connect_read_pipe(lambda: PausingProto(loop), os.fdopen(r, "rb", 0))
+        if pause_where == "before_data":
+            tr.pause_reading()
+        os.write(w, b"early")
+        await asyncio.sleep(0.05)
+        early = bytes(proto.data)
+        tr.resume_reading()
+        for _ in range(100):
+            if proto.data:
+                break
+            await asyncio.sleep(0.01)
+        os.close(w)
+        await proto.lost
+        return early, bytes(proto.data)
+
+    early, data = run(loop, main())
+    if pause_where == "connection_made" and PY < (3, 11):
+        assert early == b"early"
+    else:
+        assert early == b""
+    assert data == b"early"
+
+
+def test_read_pipe_max_size_per_read(loop, run):
+    """One read returns at most max_size bytes (asyncio: 256 KiB; settable per transport)."""
+    a, b = socket.socketpair()
+    b.setblocking(False)
+
+    async def main():
+        tr, proto = await loop.connect_read_pipe(lambda: SizesProto(loop), a)
+        assert tr.max_size == 256 * 1024
+        tr.max_size = 1000
+        b.send(b"m" * 5000)
+        for _ in range(200):
+            if sum(proto.sizes) >= 5000:
+                break
+            await asyncio.sleep(0.005)
+        b.close()
+        await proto.lost
+        return proto.sizes
+
+    class SizesProto(ReadProto):
+        def __init__(self, lp):
+            super().__init__(lp)
+            self.sizes = []
+
+        def data_received(self, data):
+            self.sizes.append(len(data))
+
+    sizes = run(loop, main())
+    assert sum(sizes) == 5000
+    assert max(sizes) <= 1000
+
+
+def test_read_pipe_data_received_error_goes_to_handler(loop, run, exc_handler_calls):
+    """An exception from data_received() is not a transport error: it propagates out of the
+    reader callback (the loop's 'Exception in callback' report) and reading goes on."""
+    r, w = os.pipe()
+
+    class Boom(ReadProto):
+        def data_received(self, data):
+            super().data_received(data)
+            if data == b"boom":
+                raise ZeroDivisionError("from data_received")
+
+    async def main():
+        tr, proto = await loop.connect_read_pipe(lambda: Boom(loop), os.fdopen(r, "rb", 0))
+        os.write(w, b"boom")
+        await asyncio.sleep(0.05)
+        os.write(w, b"more")
+        os.close(w)
+        await proto.lost
+        return tr, proto
+
+    tr, proto = run(loop, main())
+    assert bytes(proto.data) == b"boommore"
+    assert len(exc_handler_calls) == 1
+    ctx = exc_handler_calls[0][1]
+    assert isinstance(ctx["exception"], ZeroDivisionError)
+    assert ctx["message"].startswith("Exception in callback")
+    exc_handler_calls.clear()
+
+
+def test_pipe_transport_reprs(loop, run):
+    r, w = os.pipe()
+
+    async def main():
+        rt, rp = await loop.connect_read_pipe(lambda: ReadProto(loop), os.fdopen(r, "rb", 0))
+        wt, wp = await loop.connect_write_pipe(lambda: WriteProto(loop), os.fdopen(w, "wb", 0))
+        reprs = [repr(rt), repr(wt)]
+        rt.pause_reading()
+        wt.write(b"q" * (1024 * 1024))
+        n = wt.get_write_buffer_size()
+        reprs += [repr(rt), repr(wt), n]
+        wt.abort()
+        rt.close()
+        reprs += [repr(rt), repr(wt)]
+        await rp.lost
+        await wp.lost
+        reprs += [repr(rt), repr(wt)]
+        return reprs
+
+    reprs = run(loop, main())
+    n = reprs[4]
+    assert n > 0
+    # The class names differ (asyncio's _UnixReadPipeTransport / _UnixWritePipeTransport).
+    tails = [
+        f" fd={r} polling>", f" fd={w} idle bufsize=0>",
+        f" fd={r} idle>", f" fd={w} polling bufsize={n}>",
+        f" closing fd={r} idle>", f" closing fd={w} idle bufsize=0>",
+        f" closed fd={r} closed>", f" closed fd={w} closed>",
+    ]
+    got = reprs[:4] + reprs[5:]
+    for g, t in zip(got, tails):
+        assert g.startswith("<") and g.endswith(t), (g, t)
+
+
+def test_write_pipe_reader_gone_socketpair(loop, run):
+    """The reader trick works for sockets too: closing the peer ends the write transport."""
+    a, b = socket.socketpair()
+
+    async def main():
+        tr, proto = await loop.connect_write_pipe(lambda: WriteProto(loop), a)
+        b.close()
+        return await proto.lost
+
+    assert run(loop, main()) is None
+
+
+def test_write_pipe_epipe_on_immediate_write(loop, run):
+    """The reader is already gone when write() tries to write at once: EPIPE is an OSError,
+    so no exception handler call; connection_lost(BrokenPipeError); later writes are counted
+    and dropped."""
+    r, w = os.pipe()
+
+    async def main():
+        tr, proto = await loop.connect_write_pipe(lambda: WriteProto(loop), os.fdopen(w, "wb", 0))
+        os.close(r)
+        tr.write(b"nobody reads")
+        assert tr.is_closing()
+        assert tr.get_write_buffer_size() == 0
+        tr.write(b"dropped")
+        return await proto.lost
+
+    exc = run(loop, main())
+    assert isinstance(exc, BrokenPipeError)
+
+
+def test_write_pipe_large_partial_writes_all_kinds(loop, run):
+    """Large writes that the pipe takes in pieces, of bytes, bytearray and memoryview data,
+    mixed with small ones: everything arrives in order, and data given as a bytearray is
+    copied at write() time (mutating it afterwards changes nothing)."""
+    r, w = os.pipe()
+    big = bytes(range(256)) * 4096  # 1 MiB
+    mutable = bytearray(b"A" * 300_000)
+    view_src = bytearray(b"V" * 200_000)
+    expected = b"".join([big, b"s1", bytes(mutable), b"s2", bytes(view_src[1000:150_000]), big[:70_000]])
+
+    async def main():
+        rt, rp = await loop.connect_read_pipe(lambda: ReadProto(loop), os.fdopen(r, "rb", 0))
+        wt, wp = await loop.connect_write_pipe(lambda: WriteProto(loop), os.fdopen(w, "wb", 0))
+        wt.write(big)
+        assert 0 < wt.get_write_buffer_size() < len(big)  # a partial write: the rest queued
+        wt.write(b"s1")
+        wt.write(mutable)
+        mutable[:] = b"B" * len(mutable)
+        wt.write(b"s2")
+        wt.write(memoryview(view_src)[1000:150_000])
+        view_src[:] = b"W" * len(view_src)
+        wt.write(memoryview(big)[:70_000])
+        wt.close()
+        await wp.lost
+        await rp.lost
+        return bytes(rp.data)
+
+    data = run(loop, main(), timeout=20)
+    assert len(data) == len(expected)
+    assert data == expected
+
+
+def test_write_pipe_writelines(loop, run):
+    r, w = os.pipe()
+
+    async def main():
+        rt, rp = await loop.connect_read_pipe(lambda: ReadProto(loop), os.fdopen(r, "rb", 0))
+        wt, wp = await loop.connect_write_pipe(lambda: WriteProto(loop), os.fdopen(w, "wb", 0))
+        wt.writelines([b"a" * 100_000, bytearray(b"b" * 100_000), memoryview(b"c" * 100_000)])
+        wt.writelines(iter([b"x", b"y"]))
+        wt.writelines([])
+        with pytest.raises(TypeError):
+            wt.writelines(["not bytes"])
+        wt.close()
+        await wp.lost
+        await rp.lost
+        return bytes(rp.data)
+
+    data = run(loop, main())
+    assert data == b"a" * 100_000 + b"b" * 100_000 + b"c" * 100_000 + b"xy"
+
+
+def test_write_pipe_write_rejects_non_bytes(loop, run):
+    r, w = os.pipe()
+
+    async def main():
+        wt, wp = await loop.connect_write_pipe(lambda: WriteProto(loop), os.fdopen(w, "wb", 0))
+        with pytest.raises(AssertionError):  # asyncio asserts the type
+            wt.write("text")
+        wt.close()
+        await wp.lost
+
+    run(loop, main())
+    os.close(r)
+
+
+def test_write_pipe_abort_with_queued_data(loop, run):
+    """abort() with data queued: the queue is dropped, connection_lost(None) follows, later
+    writes and close() do nothing, nothing more reaches the pipe."""
+    r, w = os.pipe()
+
+    async def main():
+        wt, wp = await loop.connect_write_pipe(lambda: WriteProto(loop), os.fdopen(w, "wb", 0))
+        wt.write(b"1" * (1024 * 1024))
+        assert wt.get_write_buffer_size() > 0
+        assert "pause" in wp.events
+        wt.abort()
+        assert wt.get_write_buffer_size() == 0
+        assert wt.is_closing()
+        wt.write(b"after abort")
+        wt.close()
+        exc = await wp.lost
+        await asyncio.sleep(0.02)
+        return wp, exc
+
+    wp, exc = run(loop, main())
+    assert exc is None
+    assert wp.events == ["made", "pause", "lost"]  # no resume_writing after abort
+    data = read_all(r)
+    assert 0 < len(data) < 1024 * 1024 and set(data) == {ord("1")}
+    os.close(r)
+
+
+def test_write_pipe_resumes_only_when_emptied(loop, run):
+    """asyncio's write pipe calls resume_writing() only once its buffer is empty (not merely
+    below the low-water mark)."""
+    r, w = os.pipe()
+
+    async def main():
+        wt, wp = await loop.connect_write_pipe(lambda: WriteProto(loop), os.fdopen(w, "wb", 0))
+        # A low-water mark well above what one write to the pipe takes (64 KiB): the buffer
+        # passes below it while still holding data.
+        wt.set_write_buffer_limits(high=400_000, low=300_000)
+        wt.write(b"r" * (2 * 1024 * 1024))
+        assert "pause" in wp.events
+        sizes = []
+        wp.resumed = loop.create_future()
+        wp.resumed.add_done_callback(lambda f: sizes.append(wt.get_write_buffer_size()))
+        os.set_blocking(r, False)
+        got = []
+
+        def drain():
+            try:
+                got.append(len(os.read(r, 1 << 20)))
+            except BlockingIOError:
+                pass
+
+        loop.add_reader(r, drain)
+        await wp.resumed
+        loop.remove_reader(r)
+        wt.close()
+        await wp.lost
+        return sizes
+
+    assert run(loop, main()) == [0]
+    os.close(r)
+
+
+def test_write_pipe_pause_writing_error_goes_to_handler(loop, run, exc_handler_calls):
+    r, w = os.pipe()
+
+    class Bad(WriteProto):
+        def pause_writing(self):
+            raise ValueError("pause failed")
+
+    async def main():
+        wt, wp = await loop.connect_write_pipe(lambda: Bad(loop), os.fdopen(w, "wb", 0))
+        wt.write(b"p" * (1024 * 1024))
+        wt.abort()
+        await wp.lost
+        return wt
+
+    wt = run(loop, main())
+    assert len(exc_handler_calls) == 1
+    ctx = exc_handler_calls[0][1]
+    assert ctx["message"] == "protocol.pause_writing() failed"
+    assert isinstance(ctx["exception"], ValueError)
+    assert ctx["transport"] is wt
+    exc_handler_calls.clear()
+    os.close(r)
+
+
+def test_write_pipe_non_contiguous_memoryview(loop, run, exc_handler_calls):
+    """os.write() refuses a non-contiguous memoryview: a fatal write error (not an OSError, so
+    the exception handler is called) that closes the transport."""
+    r, w = os.pipe()
+
+    async def main():
+        wt, wp = await loop.connect_write_pipe(lambda: WriteProto(loop), os.fdopen(w, "wb", 0))
+        wt.write(memoryview(b"0123456789")[::2])
+        return wt, await wp.lost
+
+    wt, exc = run(loop, main())
+    assert isinstance(exc, BufferError)
+    assert len(exc_handler_calls) == 1
+    ctx = exc_handler_calls[0][1]
+    assert ctx["message"] == "Fatal write error on pipe transport"
+    assert ctx["exception"] is exc
+    exc_handler_calls.clear()
+    assert read_all(r) == b""
+    os.close(r)
+
+
+def test_write_pipe_watched_for_reading_on_pipes_not_ttys(loop, run):
+    """The reader trick is only for pipes and sockets: a write transport on a tty (a character
+    device) does not watch its fd for reading; on a pipe it does."""
+    import pty
+    import selectors
+    from asyncio import selector_events
+
+    master, slave = pty.openpty()
+    r, w = os.pipe()
+
+    def reading(fd):
+        return selector_events._test_selector_event(loop._selector, fd, selectors.EVENT_READ)
+
+    async def main():
+        tty_tr, tty_p = await loop.connect_write_pipe(lambda: WriteProto(loop), os.fdopen(slave, "wb", 0))
+        pipe_tr, pipe_p = await loop.connect_write_pipe(lambda: WriteProto(loop), os.fdopen(w, "wb", 0))
+        await asyncio.sleep(0)
+        polled = (reading(slave), reading(w))
+        tty_tr.write(b"to the tty")
+        tty_tr.close()
+        pipe_tr.close()
+        await tty_p.lost
+        await pipe_p.lost
+        return polled
+
+    assert run(loop, main()) == (False, True)
+    assert os.read(master, 100) == b"to the tty"
+    os.close(master)
+    os.close(r)
+
+
+def test_unclosed_pipe_transports_warn_and_close_their_pipe(loop, run):
+    """A pipe transport freed without close(): ResourceWarning 'unclosed transport' and the
+    pipe object is closed (asyncio's __del__)."""
+    import gc
+    import warnings
+
+    r, w = os.pipe()
+    rpipe, wpipe = os.fdopen(r, "rb", 0), os.fdopen(w, "wb", 0)
+
+    async def main():
+        await loop.connect_read_pipe(asyncio.Protocol, rpipe)
+        await loop.connect_write_pipe(asyncio.Protocol, wpipe)
+
+    run(loop, main())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loop.close()  # the selector lets go of the transports' callbacks
+        gc.collect()
+        gc.collect()
+    msgs = [str(x.message) for x in caught if issubclass(x.category, ResourceWarning)]
+    assert len([m for m in msgs if m.startswith("unclosed transport <")]) == 2, msgs
+    assert rpipe.closed and wpipe.closed
+
+
+def test_closed_pipe_transports_are_collected(loop, run):
+    """A closed transport in a reference cycle with its protocol is garbage collected."""
+    import gc
+    import weakref
+
+    r, w = os.pipe()
+
+    class Cyclic(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport  # protocol <-> transport cycle (via the dict below)
+            transport.proto_ref = self
+
+        def connection_lost(self, exc):
+            self.done.set_result(None)
+
+    async def main():
+        rt, rp = await loop.connect_read_pipe(Cyclic, os.fdopen(r, "rb", 0))
+        wt, wp = await loop.connect_write_pipe(Cyclic, os.fdopen(w, "wb", 0))
+        rp.done = loop.create_future()
+        wp.done = loop.create_future()
+        refs = [weakref.ref(rt), weakref.ref(wt)]
+        wt.write(b"x")
+        wt.close()
+        await wp.done
+        await rp.done
+        return refs
+
+    refs = run(loop, main())
+    for _ in range(3):
+        gc.collect()
+    assert [x() for x in refs] == [None, None]
+
+
+def test_many_pipe_transports_no_fd_leak(loop, run):
+    before = len(os.listdir("/proc/self/fd"))
+
+    async def main():
+        for i in range(50):
+            r, w = os.pipe()
+            rt, rp = await loop.connect_read_pipe(lambda: ReadProto(loop), os.fdopen(r, "rb", 0))
+            wt, wp = await loop.connect_write_pipe(lambda: WriteProto(loop), os.fdopen(w, "wb", 0))
+            wt.write(b"%d" % i)
+            if i % 2:
+                wt.close()
+            else:
+                wt.abort()
+            await wp.lost
+            if i % 3:
+                rt.close()
+            await rp.lost
+
+    run(loop, main(), timeout=30)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+# ---------------------------------------------------------------------------
+# which implementation (oxloop only)
+
+
+@pytest.mark.parametrize("selector, env, native", [
+    (None, None, True), ("poll", "1", True), ("select", None, True), (None, "0", False),
+    ("pyselector", None, False),
+])
+def test_oxloop_pipe_transport_implementation(monkeypatch, selector, env, native):
+    """Native pipe transports on a native selector (also for a subprocess's pipes); asyncio's
+    with a Python selectors object or OXLOOP_NATIVE_TRANSPORTS=0. isinstance() sees asyncio's
+    transport classes either way."""
+    import selectors
+
+    from conftest import require_oxloop
+
+    ox = require_oxloop()
+    if env is None:
+        monkeypatch.delenv("OXLOOP_NATIVE_TRANSPORTS", raising=False)
+    else:
+        monkeypatch.setenv("OXLOOP_NATIVE_TRANSPORTS", env)
+    loop = ox.SelectorEventLoop(selectors.DefaultSelector() if selector == "pyselector" else selector)
+    r, w = os.pipe()
+
+    async def main():
+        rt, _ = await loop.connect_read_pipe(asyncio.Protocol, os.fdopen(r, "rb", 0))
+        wt, wp = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(w, "wb", 0))
+        names = [type(rt).__name__, type(wt).__name__]
+        assert isinstance(rt, asyncio.ReadTransport) and not isinstance(rt, asyncio.WriteTransport)
+        # _FlowControlMixin subclasses asyncio.Transport (read and write) in asyncio too.
+        assert isinstance(wt, asyncio.WriteTransport)
+        assert isinstance(wt, asyncio.transports._FlowControlMixin)
+        rt.close()
+        wt.close()
+        p = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "import sys; sys.stdout.write(sys.stdin.read())",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        names += [type(p._transport.get_pipe_transport(0)).__name__,
+                  type(p._transport.get_pipe_transport(1)).__name__]
+        out, _ = await p.communicate(b"echo")
+        assert out == b"echo"
+        return names
+
+    try:
+        names = loop.run_until_complete(asyncio.wait_for(main(), 20))
+    finally:
+        loop.close()
+    if native:
+        assert names == ["ReadPipeTransport", "WritePipeTransport",
+                         "WritePipeTransport", "ReadPipeTransport"]
+    else:
+        assert names == ["_UnixReadPipeTransport", "_UnixWritePipeTransport",
+                         "_UnixWritePipeTransport", "_UnixReadPipeTransport"]

@@ -43,8 +43,14 @@ def _api_names() -> List[str]:
 
 
 _SUBPROCESS_NOTE = (
-    "asyncio's subprocess transport; exit tracked by the loop itself (pidfd in the selector, "
+    "asyncio's subprocess transport over the native pipe transports; exit tracked by the loop itself (pidfd in the selector, "
     "or a waitpid thread): no child watcher, no SIGCHLD handler, from a loop in any thread"
+)
+
+
+_PIPE_TRANSPORT_NOTE = (
+    "the transport is native (oxloop._oxloop.ReadPipeTransport / WritePipeTransport) on a "
+    "native selector, asyncio's with a Python selectors object or OXLOOP_NATIVE_TRANSPORTS=0"
 )
 
 
@@ -87,9 +93,9 @@ def _selector_loop_apis() -> Dict[str, Dict[str, Any]]:
         "subprocess_exec": _SUBPROCESS_NOTE,
         "subprocess_shell": _SUBPROCESS_NOTE,
         "connect_read_pipe": "pipes, FIFOs, character devices (ttys, ptys) and sockets; "
-        "a regular file raises ValueError as in asyncio",
+        "a regular file raises ValueError as in asyncio; " + _PIPE_TRANSPORT_NOTE,
         "connect_write_pipe": "pipes, FIFOs, character devices (ttys, ptys) and sockets; "
-        "a regular file raises ValueError as in asyncio",
+        "a regular file raises ValueError as in asyncio; " + _PIPE_TRANSPORT_NOTE,
     }
     for n, note in notes.items():
         if n in out:
@@ -223,7 +229,11 @@ def platform_support() -> Dict[str, Any]:
             ),
             "udp/unix datagram": "native (oxloop._oxloop.DatagramTransport); "
             "OXLOOP_NATIVE_TRANSPORTS=0 selects asyncio's",
-            "pipes, subprocesses": "asyncio's transports on the native core",
+            "pipes": "native (oxloop._oxloop.ReadPipeTransport / WritePipeTransport) for "
+            "connect_read_pipe/connect_write_pipe and subprocess pipes on a native selector; "
+            "asyncio's with a Python selectors object or OXLOOP_NATIVE_TRANSPORTS=0",
+            "subprocesses": "asyncio's subprocess transport on the native core "
+            "(a subprocess's pipes use the native pipe transports)",
         },
         "subprocess_exit_tracking": _subprocess_exit_tracking(),
         "loops": {

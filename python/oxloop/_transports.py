@@ -1,4 +1,5 @@
-"""Slow paths of the native stream transport (``oxloop._oxloop.SocketTransport``).
+"""Slow paths of the native transports (``oxloop._oxloop.SocketTransport``, the stream
+transport, and ``ReadPipeTransport``/``WritePipeTransport``, the pipe transports).
 
 The transport's hot paths (read -> data_received, write, the write queue) are in Rust; what is
 here runs only on errors, in debug mode, on reprs, or once per connection, and uses the running
@@ -6,8 +7,11 @@ asyncio version's own objects (logger, constants, TransportSocket, Server._attac
 """
 
 import inspect
+import sys
 import warnings
-from asyncio import base_events, constants, futures, protocols, selector_events, transports, trsock
+from asyncio import (
+    base_events, constants, futures, protocols, selector_events, transports, trsock, unix_events,
+)
 from asyncio.log import logger
 
 BufferedProtocol = protocols.BufferedProtocol
@@ -159,3 +163,51 @@ def datagram_buffer(items):
     import collections
 
     return collections.deque(items)
+
+
+# --- pipe transports (oxloop._oxloop.ReadPipeTransport / WritePipeTransport) -----------------
+
+#: 3.11+: the read pipe transport has is_reading() and _add_reader() (start reading only if
+#: not paused or closed by the time connection_made() has run).
+PIPE_READ_IS_READING = hasattr(unix_events._UnixReadPipeTransport, "_add_reader")
+#: The write side watches a FIFO for readability to notice its reader closing (not on AIX,
+#: where that only works for sockets).
+PIPE_READER_TRICK_ON_FIFO = not sys.platform.startswith("aix")
+
+
+class ReadPipeTransport(transports.ReadTransport):
+    """What ``isinstance()`` sees as the class of the native ``oxloop._oxloop.ReadPipeTransport``
+    (an ``asyncio.ReadTransport``, like asyncio's ``_UnixReadPipeTransport``). Never
+    instantiated."""
+
+    __slots__ = ()
+
+    def __new__(cls, *args, **kwargs):
+        raise TypeError("use loop._make_read_pipe_transport()")
+
+
+class WritePipeTransport(transports._FlowControlMixin, transports.WriteTransport):
+    """What ``isinstance()`` sees as the class of the native ``oxloop._oxloop.WritePipeTransport``
+    (like asyncio's ``_UnixWritePipeTransport``). Never instantiated."""
+
+    __slots__ = ()
+
+    def __new__(cls, *args, **kwargs):
+        raise TypeError("use loop._make_write_pipe_transport()")
+
+
+def pipe_closed_by_peer(transport):
+    logger.info("%r was closed by peer", transport)
+
+
+def pipe_conn_lost_warning():
+    logger.warning("pipe closed by peer or os.write(pipe, data) raised exception.")
+
+
+def pipe_polling(loop, fd, event):
+    """Whether the loop's selector watches fd for event; None without a selector (the pipe
+    transports' repr)."""
+    selector = getattr(loop, "_selector", None)
+    if selector is None:
+        return None
+    return selector_events._test_selector_event(selector, fd, event)

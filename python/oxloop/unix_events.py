@@ -35,6 +35,8 @@ _SSL_ENSURE_FD = "_ensure_fd_no_transport" in (
     selector_events.BaseSelectorEventLoop._make_ssl_transport.__code__.co_names
 )
 _NativeDatagramTransport = _oxloop.DatagramTransport
+_NativeReadPipeTransport = _oxloop.ReadPipeTransport
+_NativeWritePipeTransport = _oxloop.WritePipeTransport
 _IP_FAMILIES = frozenset(
     f for f in (socket.AF_INET, getattr(socket, "AF_INET6", None)) if f is not None
 )
@@ -55,8 +57,9 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
     """
 
     def __init__(self, selector: Optional[Union[str, selectors.BaseSelector]] = None) -> None:
-        # TCP and Unix stream sockets get the native transport; OXLOOP_NATIVE_TRANSPORTS=0 (read
-        # once, at creation) keeps asyncio's Python transport instead.
+        # TCP and Unix stream sockets, and pipes (on a native selector), get the native
+        # transports; OXLOOP_NATIVE_TRANSPORTS=0 (read once, at creation) keeps asyncio's Python
+        # transports instead.
         self._oxloop_native_transports = os.environ.get("OXLOOP_NATIVE_TRANSPORTS", "1") != "0"
         self._oxloop_children = ChildTracker(self)
         # TLS runs on the native SSLProtocol (3.11+); OXLOOP_NATIVE_TLS=0 keeps asyncio's.
@@ -247,6 +250,20 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
                 raise
 
             return ssl_protocol._app_transport
+    def _native_pipes(self) -> bool:
+        # The native pipe transports watch their fd through the native selector; a loop on a
+        # Python selectors object keeps asyncio's own pipe transports.
+        return self._oxloop_native_transports and isinstance(self._selector, NativeSelector)
+
+    def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        if self._native_pipes():
+            return _NativeReadPipeTransport._create(self, pipe, protocol, waiter, extra)
+        return super()._make_read_pipe_transport(pipe, protocol, waiter, extra)
+
+    def _make_write_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        if self._native_pipes():
+            return _NativeWritePipeTransport._create(self, pipe, protocol, waiter, extra)
+        return super()._make_write_pipe_transport(pipe, protocol, waiter, extra)
 
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
         # UDP (IPv4/IPv6) and Unix datagram sockets get the native transport, like the stream

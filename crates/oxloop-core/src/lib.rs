@@ -10,6 +10,7 @@
 //!   [`Selector::select`](selector::Selector::select) from another thread;
 //! * [`timers`]: the [`TimerHeap`](timers::TimerHeap) behind `call_at`/`call_later`;
 //! * [`clock`]: the loop's clock, identical to Python's `time.monotonic()`;
+//! * [`net`] / [`pipe`]: non-blocking socket and plain-fd (pipe, tty) I/O;
 //! * [`sys`]: the single place where raw syscall results become `io::Result`s.
 //!
 //! Only Unix targets are supported for now; see the module documentation of
@@ -25,6 +26,7 @@ compile_error!(
 
 pub mod clock;
 pub mod net;
+pub mod pipe;
 pub mod selector;
 pub mod sys;
 pub mod timers;

@@ -17,7 +17,9 @@ const SEND_FLAGS: libc::c_int = 0;
 /// At most this many buffers go into one `sendmsg`.
 pub const MAX_IOV: usize = 64;
 
-fn retry(mut call: impl FnMut() -> isize) -> io::Result<Option<usize>> {
+/// Runs one syscall returning a byte count: `EINTR` is retried here (the one place for the
+/// fd I/O of [`net`](self) and [`pipe`](crate::pipe)), `EAGAIN`/`EWOULDBLOCK` is `Ok(None)`.
+pub(crate) fn retry(mut call: impl FnMut() -> isize) -> io::Result<Option<usize>> {
     loop {
         let r = call();
         if r >= 0 {

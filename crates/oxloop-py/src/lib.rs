@@ -10,6 +10,7 @@ mod selector_events;
 mod sock;
 mod sslproto;
 mod transports;
+mod unix_events;
 
 use pyo3::prelude::*;
 
@@ -23,6 +24,8 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sslproto::SSLProtocol>()?;
     m.add_class::<sslproto::SSLProtocolTransport>()?;
     m.add_class::<datagram::DatagramTransport>()?;
+    m.add_class::<unix_events::ReadPipeTransport>()?;
+    m.add_class::<unix_events::WritePipeTransport>()?;
     m.add_function(wrap_pyfunction!(selector_events::selector_kinds, m)?)?;
     m.add_function(wrap_pyfunction!(selector_events::default_selector, m)?)?;
     m.add_function(wrap_pyfunction!(selector_events::clock_resolution, m)?)?;
