@@ -691,3 +691,102 @@ def test_connect_echo_close_cycles_leak_nothing(tloop):
     fds0, objs0, fds1, objs1 = run(tloop, main(), timeout=60)
     assert fds1 <= fds0
     assert objs1 - objs0 < 200, f"live objects grew by {objs1 - objs0} over 2000 cycles"
+
+
+# --- the server's accept path (oxloop: no Task per accepted connection) -----------------
+
+
+def test_accept_callback_order_and_context(tloop):
+    # asyncio makes the protocol and the transport in a Task one iteration after the accept,
+    # in a copy of the accept callback's context; connection_made runs one iteration later
+    # and sees what protocol_factory set in that context; the next connection does not.
+    import contextvars
+
+    var = contextvars.ContextVar("var", default=None)
+    tick = [0]
+    log = []
+
+    def ticker():
+        tick[0] += 1
+        if tick[0] < 100000:
+            tloop.call_soon(ticker)
+
+    class P(asyncio.Protocol):
+        def __init__(self):
+            log.append(("factory", tick[0], var.get()))
+            var.set(len(log))
+
+        def connection_made(self, tr):
+            self.tr = tr
+            log.append(("made", tick[0], var.get()))
+
+        def data_received(self, data):
+            log.append(("data", var.get()))
+            self.tr.write(data)
+
+    async def main():
+        srv = await tloop.create_server(P, "127.0.0.1", 0)
+        addr = srv.sockets[0].getsockname()
+        tloop.call_soon(ticker)
+        for i in range(2):
+            r, w = await asyncio.open_connection(*addr)
+            w.write(b"x")
+            assert await r.readexactly(1) == b"x"
+            w.close()
+            await w.wait_closed()
+        tick[0] = 100000
+        srv.close()
+        await srv.wait_closed()
+
+    run(tloop, main())
+    f1, m1, d1, f2, m2, d2 = log
+    assert (f1[0], m1[0], d1[0], f2[0], m2[0], d2[0]) == ("factory", "made", "data") * 2
+    assert m1[1] == f1[1] + 1 and m2[1] == f2[1] + 1
+    assert (f1[2], m1[2], d1[1]) == (None, 1, 1)
+    assert (f2[2], m2[2], d2[1]) == (None, 4, 4)
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_accept_protocol_factory_error(tloop, debug):
+    # A failing protocol_factory loses that connection only; in debug mode the exception
+    # handler hears of it with asyncio's message.
+    n = [0]
+
+    def factory():
+        n[0] += 1
+        if n[0] == 1:
+            raise ZeroDivisionError("boom")
+        return Echo()
+
+    async def main():
+        srv = await tloop.create_server(factory, "127.0.0.1", 0)
+        addr = srv.sockets[0].getsockname()
+        r, w = await asyncio.open_connection(*addr)
+        for _ in range(200):
+            if n[0]:
+                break
+            await asyncio.sleep(0.001)
+        w.close()
+        await w.wait_closed()
+        r, w = await asyncio.open_connection(*addr)
+        w.write(b"ok")
+        assert await r.readexactly(2) == b"ok"
+        w.close()
+        await w.wait_closed()
+        srv.close()
+        await srv.wait_closed()
+
+    tloop.set_debug(debug)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # the dropped connection's socket
+        run(tloop, main())
+        gc.collect()
+    calls = [c for c in tloop.handler_calls if "incoming connection" in c.get("message", "")]
+    if debug:
+        assert len(calls) == 1
+        assert calls[0]["message"] == "Error on transport creation for incoming connection"
+        assert isinstance(calls[0]["exception"], ZeroDivisionError)
+        assert "protocol" not in calls[0] and "transport" not in calls[0]
+    else:
+        assert calls == []
+    tloop.handler_calls.clear()
