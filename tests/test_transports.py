@@ -790,3 +790,115 @@ def test_accept_protocol_factory_error(tloop, debug):
     else:
         assert calls == []
     tloop.handler_calls.clear()
+
+
+class _Key(str):
+    """A str subclass key: get_extra_info must treat it as the dict would."""
+
+
+class _EqKey:
+    def __init__(self, name):
+        self.name = name
+
+    def __hash__(self):
+        return hash(self.name)
+
+    def __eq__(self, other):
+        return other == self.name
+
+
+@pytest.mark.parametrize("family", ["inet", "inet6", "unix"])
+def test_extra_info_server_and_client_sides(tloop, family):
+    # Both ends of a connection: the values, their order in `_extra`, the TransportSocket's
+    # identity, and what stays available after the connection is lost — as asyncio.
+    if family == "inet6" and not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    server_side = []
+
+    class P(Recorder):
+        def connection_made(self, tr):
+            super().connection_made(tr)
+            server_side.append((tr, self))
+
+    async def main():
+        with tempfile.TemporaryDirectory() as d:
+            if family == "unix":
+                path = os.path.join(d, "s")
+                srv = await tloop.create_unix_server(lambda: P(tloop), path)
+                tr, pr = await tloop.create_unix_connection(lambda: Recorder(tloop), path)
+            else:
+                host = "127.0.0.1" if family == "inet" else "::1"
+                try:
+                    srv = await tloop.create_server(lambda: P(tloop), host, 0)
+                except OSError:
+                    pytest.skip(f"cannot bind {host}")
+                addr = srv.sockets[0].getsockname()
+                tr, pr = await tloop.create_connection(lambda: Recorder(tloop), host, addr[1])
+            for _ in range(500):
+                if server_side:
+                    break
+                await asyncio.sleep(0.001)
+            str_, spr = server_side[0]
+            out = []
+            for t in (str_, tr):
+                s = t.get_extra_info("socket")
+                assert s is t.get_extra_info("socket")
+                assert isinstance(s, asyncio.trsock.TransportSocket)
+                assert t.get_extra_info("sockname") == s.getsockname()
+                assert t.get_extra_info("peername") == s.getpeername()
+                assert t.get_extra_info(_Key("peername")) == s.getpeername()
+                assert t.get_extra_info(_EqKey("sockname")) == s.getsockname()
+                assert t.get_extra_info("nope") is None
+                assert t.get_extra_info("nope", 7) == 7
+                assert t.get_extra_info(b"socket", 8) == 8
+                out.append((s, t.get_extra_info("sockname"), t.get_extra_info("peername")))
+            for t in (str_, tr):
+                d = t._extra
+                assert d is t._extra
+                assert d["socket"] is t.get_extra_info("socket")
+            keys = (list(str_._extra), list(tr._extra))
+            tr.close()
+            await pr.lost
+            await spr.lost
+            for t, (s, name, peer) in zip((str_, tr), out):
+                assert t.get_extra_info("socket") is s
+                assert t.get_extra_info("sockname") == name
+                assert t.get_extra_info("peername") == peer
+                assert s.fileno() == -1
+            srv.close()
+            await srv.wait_closed()
+            return keys
+
+    keys = run(tloop, main())
+    assert keys == (["peername", "socket", "sockname"], ["socket", "sockname", "peername"])
+
+
+def test_extra_info_lazy_before_dict(tloop):
+    # get_extra_info answers before `_extra` was ever read, also after connection_lost.
+    server_side = []
+
+    class P(Recorder):
+        def connection_made(self, tr):
+            super().connection_made(tr)
+            server_side.append((tr, self))
+
+    async def main():
+        srv, addr = await serve(tloop, lambda: P(tloop))
+        tr, pr = await tloop.create_connection(lambda: Recorder(tloop), *addr)
+        for _ in range(500):
+            if server_side:
+                break
+            await asyncio.sleep(0.001)
+        str_, spr = server_side[0]
+        peer = tr.get_extra_info("sockname")
+        tr.close()
+        await pr.lost
+        await spr.lost
+        assert str_.get_extra_info("peername") == peer
+        assert str_.get_extra_info("sockname") == addr
+        assert str_.get_extra_info("socket").fileno() == -1
+        assert list(str_._extra) == ["peername", "socket", "sockname"]
+        srv.close()
+        await srv.wait_closed()
+
+    run(tloop, main())

@@ -162,17 +162,29 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
                     raise  # The event loop will catch, log and ignore it.
             else:
                 self.call_soon(
-                    self._oxloop_accept_connection2, protocol_factory, conn, {"peername": addr},
-                    server,
+                    self._oxloop_accept_connection2, protocol_factory, conn, addr, server
                 )
 
-    def _oxloop_accept_connection2(self, protocol_factory, conn, extra, server):
+    def _oxloop_accept_connection2(self, protocol_factory, conn, addr, server):
         """asyncio's ``_accept_connection2`` without TLS, minus the Task and its waiter."""
         protocol = None
         transport = None
         try:
             protocol = protocol_factory()
-            transport = self._make_socket_transport(conn, protocol, extra=extra, server=server)
+            if (
+                self._oxloop_native_transports
+                and type(self)._make_socket_transport is SelectorEventLoop._make_socket_transport
+                and conn.__class__ is socket.socket
+                and conn.family in _STREAM_FAMILIES
+            ):
+                # The native transport keeps the peer's address without an `extra` dict.
+                transport = _NativeSocketTransport._create(
+                    self, conn, protocol, None, None, server, peername=addr
+                )
+            else:
+                transport = self._make_socket_transport(
+                    conn, protocol, extra={"peername": addr}, server=server
+                )
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:

@@ -71,6 +71,9 @@ pub struct LoopCore {
     pub(crate) clock_resolution: f64,
     /// Reusable receive buffer of the native sock_recv.
     pub(crate) recv_buf: Vec<u8>,
+    /// The last sockname / peer host a native transport stored: equal ones share it.
+    pub(crate) last_sockname: Option<Py<PyAny>>,
+    pub(crate) last_peer_host: Option<Py<PyAny>>,
 }
 
 pub(crate) fn closed_error() -> PyErr {
@@ -355,6 +358,8 @@ impl LoopCore {
             debug: false,
             clock_resolution: clock::resolution(),
             recv_buf: Vec::new(),
+            last_sockname: None,
+            last_peer_host: None,
         }
     }
 
