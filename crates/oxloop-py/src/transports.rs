@@ -1100,9 +1100,11 @@ impl SocketTransport {
         if let Some(s) = server {
             attach(&tr, s)?;
         }
+        // One int object for the fd, shared by loop._transports and the fd watcher.
+        let fd_obj = fd.into_pyobject(py)?;
         r#loop
             .getattr(intern!(py, "_transports"))?
-            .set_item(fd, &tr)?;
+            .set_item(&fd_obj, &tr)?;
         // Disable the Nagle algorithm, as asyncio does.
         c.set_nodelay.call1(py, (sock,))?;
         let call_soon = r#loop.getattr(intern!(py, "call_soon"))?;
@@ -1110,7 +1112,7 @@ impl SocketTransport {
         // Only start reading when connection_made() has been called.
         call_soon.call1((
             tr.getattr(intern!(py, "_add_reader"))?,
-            fd,
+            fd_obj,
             tr.getattr(intern!(py, "_read_ready"))?,
         ))?;
         if let Some(w) = waiter.filter(|w| !w.is_none()) {
