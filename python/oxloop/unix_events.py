@@ -105,6 +105,28 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
         super().close()
         self._oxloop_close()
 
+    # The core leaves out zero-timeout polls that could only report the self-pipe: it needs to
+    # know which fd that is and whether it carries signals.
+    def _make_self_pipe(self):
+        super()._make_self_pipe()
+        self._oxloop_set_self_pipe(self._ssock.fileno())
+
+    def _close_self_pipe(self):
+        self._oxloop_set_self_pipe(-1)
+        super()._close_self_pipe()
+
+    def add_signal_handler(self, sig, callback, *args):
+        try:
+            return super().add_signal_handler(sig, callback, *args)
+        finally:
+            self._oxloop_set_signals(bool(self._signal_handlers))
+
+    def remove_signal_handler(self, sig):
+        try:
+            return super().remove_signal_handler(sig)
+        finally:
+            self._oxloop_set_signals(bool(self._signal_handlers))
+
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         if (
             self._oxloop_native_transports

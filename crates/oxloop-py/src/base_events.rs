@@ -36,6 +36,35 @@ const MAXIMUM_SELECT_TIMEOUT: f64 = 24.0 * 3600.0;
 const MIN_SCHEDULED_TIMER_HANDLES: usize = 100;
 const MIN_CANCELLED_TIMER_HANDLES_FRACTION: f64 = 0.5;
 
+/// Hashing for fd keys: one multiplication instead of SipHash (fds are small, trusted ints
+/// and the table is looked up on every event and loop iteration).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct FdHash;
+
+impl std::hash::BuildHasher for FdHash {
+    type Hasher = FdHasher;
+    fn build_hasher(&self) -> FdHasher {
+        FdHasher(0)
+    }
+}
+
+pub(crate) struct FdHasher(u64);
+
+impl std::hash::Hasher for FdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+    fn write_i32(&mut self, n: i32) {
+        // The high bits feed hashbrown's control bytes: spread the fd over all 64 bits.
+        self.0 = u64::from(n as u32).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 /// What the loop waits on: a native selector, or any Python `selectors.BaseSelector`.
 pub(crate) enum Poller {
     Native(Arc<dyn Selector>),
@@ -61,7 +90,7 @@ pub struct LoopCore {
     /// Native fd watchers, keyed by fd (the fd is also the selector token: entries are
     /// deregistered before removal and events are consumed in the same iteration they are
     /// read, so a stale event can never reach a reused fd).
-    pub(crate) io: HashMap<RawFd, IoEntry>,
+    pub(crate) io: HashMap<RawFd, IoEntry, FdHash>,
     pub(crate) poller: Option<Poller>,
     pub(crate) events: Vec<Event>,
     pub(crate) waker: Option<Arc<Waker>>,
@@ -74,6 +103,10 @@ pub struct LoopCore {
     /// The last sockname / peer host a native transport stored: equal ones share it.
     pub(crate) last_sockname: Option<Py<PyAny>>,
     pub(crate) last_peer_host: Option<Py<PyAny>>,
+    /// The read end of asyncio's self-pipe (`loop._ssock`), if any.
+    pub(crate) self_pipe: Option<RawFd>,
+    /// Signal handlers are installed (the self-pipe is then the signal wakeup fd).
+    pub(crate) signals: bool,
 }
 
 pub(crate) fn closed_error() -> PyErr {
@@ -111,6 +144,21 @@ fn is_cancelled(item: &Bound<'_, PyAny>) -> PyResult<bool> {
 }
 
 impl LoopCore {
+    /// Whether a zero-timeout poll can be left out: a native selector with no fd watched but
+    /// asyncio's self-pipe while no signal handler is installed. Such a poll could only report
+    /// the self-pipe (which then carries no signal, only wake-ups that the native waker makes
+    /// unnecessary) or the waker (whose callbacks are already in the ready queue), so skipping
+    /// it changes nothing a callback can observe.
+    fn poll_is_futile(&self) -> bool {
+        matches!(self.poller, Some(Poller::Native(_)))
+            && !self.signals
+            && match self.io.len() {
+                0 => true,
+                1 => self.self_pipe.is_some_and(|fd| self.io.contains_key(&fd)),
+                _ => false,
+            }
+    }
+
     fn check_closed(slf: &Bound<'_, Self>) -> PyResult<()> {
         if slf.borrow().closed {
             // asyncio's own check raises; keep the message in one place.
@@ -222,7 +270,11 @@ impl LoopCore {
         let py = slf.py();
         let (timeout, poller, removed) = {
             let mut me = slf.borrow_mut();
-            let removed = me.compact_timers(py);
+            let removed = if me.timers.is_empty() {
+                Vec::new()
+            } else {
+                me.compact_timers(py)
+            };
             let timeout = if !me.ready.is_empty() || me.stopping {
                 Some(0.0)
             } else {
@@ -231,7 +283,8 @@ impl LoopCore {
                     .map(|when| (when - clock::monotonic()).clamp(0.0, MAXIMUM_SELECT_TIMEOUT))
             };
             let poller = match &me.poller {
-                Some(p) => p.clone_ref(py),
+                Some(_) if timeout == Some(0.0) && me.poll_is_futile() => None,
+                Some(p) => Some(p.clone_ref(py)),
                 None => return Err(closed_error()),
             };
             (timeout, poller, removed)
@@ -239,7 +292,8 @@ impl LoopCore {
         drop(removed);
 
         match poller {
-            Poller::Native(sel) => {
+            None => {}
+            Some(Poller::Native(sel)) => {
                 let mut events = std::mem::take(&mut slf.borrow_mut().events);
                 let res =
                     py.detach(|| sel.select(&mut events, timeout.map(Duration::from_secs_f64)));
@@ -258,7 +312,7 @@ impl LoopCore {
                 selector_events::process_native_events(slf, &mut events)?;
                 slf.borrow_mut().events = events;
             }
-            Poller::Python(sel) => {
+            Some(Poller::Python(sel)) => {
                 let timeout_obj: Py<PyAny> = match timeout {
                     Some(t) => t.into_pyobject(py)?.into_any().unbind(),
                     None => py.None(),
@@ -269,9 +323,13 @@ impl LoopCore {
         }
 
         // Queue the timers that are due (asyncio: `when < now + clock_resolution`).
-        {
+        let ntodo = {
             let mut me = slf.borrow_mut();
-            let end_time = clock::monotonic() + me.clock_resolution;
+            let end_time = if me.timers.is_empty() {
+                0.0
+            } else {
+                clock::monotonic() + me.clock_resolution
+            };
             while let Some(when) = me.timers.peek_when() {
                 if when >= end_time {
                     break;
@@ -280,10 +338,10 @@ impl LoopCore {
                 h.borrow_mut(py).scheduled = false;
                 me.ready.push_back(h.into_any());
             }
-        }
+            me.ready.len()
+        };
 
         // Run only what is ready now; callbacks scheduled meanwhile wait for the next round.
-        let ntodo = slf.borrow().ready.len();
         for _ in 0..ntodo {
             let (item, debug) = {
                 let mut me = slf.borrow_mut();
@@ -349,7 +407,7 @@ impl LoopCore {
             ready: VecDeque::new(),
             timers: TimerHeap::new(),
             timer_cancelled_count: 0,
-            io: HashMap::new(),
+            io: HashMap::default(),
             poller: None,
             events: Vec::with_capacity(256),
             waker: None,
@@ -360,6 +418,8 @@ impl LoopCore {
             recv_buf: Vec::new(),
             last_sockname: None,
             last_peer_host: None,
+            self_pipe: None,
+            signals: false,
         }
     }
 
@@ -669,6 +729,16 @@ impl LoopCore {
     /// `(events_mask, reader, writer)` for a natively watched fd, or None.
     fn _oxloop_key(&self, py: Python<'_>, fd: RawFd) -> Option<selector_events::KeyTuple> {
         self.io.get(&fd).map(|e| e.key(py))
+    }
+
+    /// Tells the core which fd is the read end of asyncio's self-pipe (-1: none).
+    fn _oxloop_set_self_pipe(&mut self, fd: RawFd) {
+        self.self_pipe = (fd >= 0).then_some(fd);
+    }
+
+    /// Tells the core whether signal handlers are installed.
+    fn _oxloop_set_signals(&mut self, installed: bool) {
+        self.signals = installed;
     }
 
     /// All natively watched fds.
