@@ -902,3 +902,27 @@ def test_extra_info_lazy_before_dict(tloop):
         await srv.wait_closed()
 
     run(tloop, main())
+
+
+def test_reader_handle_reads_as_asyncio(tloop):
+    # The fd's reader handle (loop._selector.get_key(fd).data[0]) calls tr._read_ready.
+    async def main():
+        srv, addr = await serve(tloop)
+        tr, pr = await tloop.create_connection(lambda: Recorder(tloop), *addr)
+        for step in ("made", "resumed"):
+            reader, writer = tloop._selector.get_key(tr._sock_fd).data
+            assert writer is None
+            assert reader._callback == tr._read_ready, step
+            assert reader._args == ()
+            assert "_read_ready" in repr(reader), repr(reader)
+            tr.pause_reading()
+            tr.resume_reading()
+        tr.write(b"ping")
+        await wait_for_data(pr, 4)
+        assert bytes(pr.data) == b"ping"
+        tr.close()
+        await pr.lost
+        srv.close()
+        await srv.wait_closed()
+
+    run(tloop, main())

@@ -254,17 +254,43 @@ fn loop_of<'py>(slf: &Bound<'py, SocketTransport>) -> Option<Bound<'py, PyAny>> 
     slf.borrow().loop_.as_ref().map(|l| l.bind(py).clone())
 }
 
+/// When `callback` is `tr._read_ready` and `handle` a native Handle, the handle keeps the
+/// transport instead of the bound method (see `Handle::transport_read`).
+fn mark_read_ready(
+    tr: &Bound<'_, SocketTransport>,
+    handle: &Py<PyAny>,
+    callback: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let py = tr.py();
+    let Ok(h) = handle.bind(py).cast::<crate::handles::Handle>() else {
+        return Ok(());
+    };
+    if callback.getattr(intern!(py, "__self__"))?.is(tr)
+        && callback
+            .getattr(intern!(py, "__name__"))?
+            .eq(intern!(py, "_read_ready"))?
+    {
+        crate::handles::Handle::set_transport_read(h, tr.clone().into_any().unbind());
+    }
+    Ok(())
+}
+
 fn add_reader(loop_: &Bound<'_, PyAny>, fd: RawFd, cb: Bound<'_, PyAny>) -> PyResult<()> {
     let py = loop_.py();
     if let Ok(core) = loop_.cast::<LoopCore>() {
         let fdobj = fd.into_pyobject(py)?;
-        add_watcher(
+        let handle = add_watcher(
             core,
             fdobj.as_any(),
-            cb.unbind(),
+            cb.clone().unbind(),
             PyTuple::empty(py).unbind(),
             true,
         )?;
+        if let Ok(tr) = cb.getattr(intern!(py, "__self__")) {
+            if let Ok(tr) = tr.cast::<SocketTransport>() {
+                mark_read_ready(tr, &handle, &cb)?;
+            }
+        }
     } else {
         loop_.call_method1(intern!(py, "_add_reader"), (fd, cb))?;
     }
@@ -348,6 +374,22 @@ fn loop_is_closed(loop_: &Bound<'_, PyAny>) -> PyResult<bool> {
 }
 
 impl SocketTransport {
+    /// The reader callback (asyncio's `_read_ready`).
+    pub(crate) fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let (conn_lost, buffered) = {
+            let me = slf.borrow();
+            (me.conn_lost, me.buffered)
+        };
+        if conn_lost > 0 {
+            return Ok(());
+        }
+        if buffered {
+            Self::read_get_buffer(slf)
+        } else {
+            Self::read_data_received(slf)
+        }
+    }
+
     /// extra['socket']: the `TransportSocket` of the transport's socket, made once.
     fn extra_socket(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
@@ -1257,13 +1299,14 @@ impl SocketTransport {
         let loop_ = loop_.bind(py);
         if args.is_empty() {
             if let (Ok(core), Ok(_)) = (loop_.cast::<LoopCore>(), fd.extract::<RawFd>()) {
-                add_watcher(
+                let handle = add_watcher(
                     core,
                     fd,
                     callback.clone().unbind(),
                     PyTuple::empty(py).unbind(),
                     true,
                 )?;
+                mark_read_ready(slf, &handle, callback)?;
                 return Ok(());
             }
         }
@@ -1344,18 +1387,7 @@ impl SocketTransport {
     }
 
     fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let (conn_lost, buffered) = {
-            let me = slf.borrow();
-            (me.conn_lost, me.buffered)
-        };
-        if conn_lost > 0 {
-            return Ok(());
-        }
-        if buffered {
-            Self::read_get_buffer(slf)
-        } else {
-            Self::read_data_received(slf)
-        }
+        Self::read_ready(slf)
     }
 
     fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
