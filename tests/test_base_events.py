@@ -1854,3 +1854,54 @@ def test_busy_loop_after_signal_handler_removed(loop):
     loop.call_soon(lambda: done.append(1))
     loop.run_forever()
     assert done == [1] and tick[0] == 1000
+
+
+# ---------------------------------------------------------------------------
+# oxloop keeps queued call_soon handles out of the cyclic GC until they leave the queue:
+# cycles through a handle must still be collected.
+
+
+class _Holder:
+    pass
+
+
+@pytest.mark.parametrize("how", ["run", "cancelled", "closed", "threadsafe"])
+def test_cycle_through_call_soon_handle_is_collected(loop_factory, how):
+    import gc
+    import weakref
+
+    loop = loop_factory()
+    try:
+        holder = _Holder()
+        call = loop.call_soon_threadsafe if how == "threadsafe" else loop.call_soon
+        holder.h = call(lambda hd=holder: None)  # holder -> handle -> callback -> holder
+        ref = weakref.ref(holder)
+        if how == "cancelled":
+            holder.h.cancel()
+            holder.again = loop.call_soon(lambda hd=holder: None)
+        if how != "closed":
+            loop.call_soon(loop.stop)
+            loop.run_forever()
+    finally:
+        loop.close()
+    del holder
+    gc.collect()
+    assert ref() is None, "a cycle through a handle was not collected"
+
+
+def test_many_queued_handles_with_cycles_collected(loop):
+    import gc
+    import weakref
+
+    refs = []
+    for _ in range(3000):
+        holder = _Holder()
+        holder.h = loop.call_soon(lambda hd=holder: None)
+        refs.append(weakref.ref(holder))
+    del holder
+    gc.collect()  # while queued: all alive (the loop holds them)
+    assert all(r() is not None for r in refs)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    gc.collect()
+    assert sum(r() is not None for r in refs) == 0

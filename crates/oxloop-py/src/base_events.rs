@@ -351,11 +351,13 @@ impl LoopCore {
                 }
             };
             let item = item.into_bound(py);
-            if debug {
-                Self::run_debug(slf, &item)?;
+            let res = if debug {
+                Self::run_debug(slf, &item)
             } else {
-                run_item(py, &item)?;
-            }
+                run_item(py, &item)
+            };
+            release_ready(py, item.unbind());
+            res?;
         }
         Ok(())
     }
@@ -376,6 +378,34 @@ impl LoopCore {
             helpers::get(py)?.slow_callback.call1(py, (slf, item, dt))?;
         }
         Ok(())
+    }
+}
+
+/// A `call_soon` handle is not tracked by the cyclic GC while it waits in the ready queue:
+/// it is alive there anyway (the queue holds it), and a batch of thousands of queued handles
+/// would otherwise be traversed by every young-generation collection. Objects it refers to
+/// just look referenced from outside to the GC meanwhile, which is safe.
+/// [`release_ready`] puts it back under the GC when it leaves the queue still referenced.
+fn untrack_queued(h: &Py<Handle>) {
+    // SAFETY: `h` is a live Handle, a GC type tracked since its allocation; untracking a
+    // tracked object is always allowed (the GIL is held: we were handed a Py by Python code).
+    unsafe { pyo3::ffi::PyObject_GC_UnTrack(h.as_ptr().cast()) }
+}
+
+/// Drops a ready-queue entry; a Handle that something else still references is tracked by
+/// the GC again (see [`untrack_queued`]) so that cycles through it stay collectable.
+pub(crate) fn release_ready(py: Python<'_>, item: Py<PyAny>) {
+    let item = item.into_bound(py);
+    let p = item.as_ptr();
+    // SAFETY: GIL held; `p` is alive (we own a reference). Only a Handle (a GC type) that is
+    // not tracked is tracked again, and only while another reference exists.
+    unsafe {
+        if pyo3::ffi::Py_REFCNT(p) > 1
+            && pyo3::ffi::PyObject_GC_IsTracked(p) == 0
+            && item.is_instance_of::<Handle>()
+        {
+            pyo3::ffi::PyObject_GC_Track(p.cast());
+        }
     }
 }
 
@@ -472,7 +502,10 @@ impl LoopCore {
         for t in &timers {
             t.borrow_mut(py).scheduled = false;
         }
-        drop((ready, timers, io, poller, waker));
+        for item in ready {
+            release_ready(py, item);
+        }
+        drop((timers, io, poller, waker));
     }
 
     #[getter]
@@ -570,6 +603,7 @@ impl LoopCore {
             Self::debug_checks(slf, &callback, "call_soon", true)?;
         }
         let h = Self::new_handle(slf, callback, args, context, None, debug)?;
+        untrack_queued(&h);
         slf.borrow_mut()
             .ready
             .push_back(h.clone_ref(slf.py()).into_any());
@@ -587,6 +621,7 @@ impl LoopCore {
         let args = PyTuple::new(py, args.try_iter()?.collect::<PyResult<Vec<_>>>()?)?.unbind();
         let debug = slf.borrow().debug;
         let h = Self::new_handle(slf, callback, args, context, None, debug)?;
+        untrack_queued(&h);
         slf.borrow_mut().ready.push_back(h.clone_ref(py).into_any());
         Ok(h)
     }
@@ -609,6 +644,7 @@ impl LoopCore {
             Self::debug_checks(slf, &callback, "call_soon_threadsafe", false)?;
         }
         let h = Self::new_handle(slf, callback, args, context, None, debug)?;
+        untrack_queued(&h);
         let waker = {
             let mut me = slf.borrow_mut();
             me.ready.push_back(h.clone_ref(slf.py()).into_any());
@@ -763,7 +799,12 @@ impl LoopCore {
     }
 
     fn __clear__(&mut self) {
-        self.ready.clear();
+        let ready = std::mem::take(&mut self.ready);
+        Python::attach(|py| {
+            for item in ready {
+                release_ready(py, item);
+            }
+        });
         self.timers.clear();
         self.io.clear();
         if let Some(Poller::Python(_)) = &self.poller {
