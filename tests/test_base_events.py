@@ -8,6 +8,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import logging
+import os
 import re
 import signal
 import socket
@@ -1765,3 +1766,142 @@ def test_getnameinfo_matches_socket(loop, run):
     got = run(loop, loop.getnameinfo(("127.0.0.1", 80), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV))
     assert got == ("127.0.0.1", "80")
     run(loop, loop.shutdown_default_executor())
+
+
+# ---------------------------------------------------------------------------
+# A busy loop (a callback always ready) still polls for what it watches.
+# oxloop leaves out the zero-timeout poll when nothing but asyncio's self-pipe is watched and
+# no signal handler is installed; these check that it never leaves out one that matters.
+
+
+def _busy_ticks(loop, limit=100000):
+    """Starts a call_soon chain counting iterations; returns the counter list."""
+    tick = [0]
+
+    def ticker():
+        tick[0] += 1
+        if tick[0] < limit:
+            loop.call_soon(ticker)
+
+    loop.call_soon(ticker)
+    return tick
+
+
+def test_busy_loop_sees_ready_fd_next_iteration(loop):
+    a, b = socket.socketpair()
+    try:
+        seen = []
+        tick = _busy_ticks(loop)
+
+        def start():
+            loop.add_reader(a.fileno(), lambda: seen.append(tick[0]) or loop.remove_reader(a.fileno()))
+            b.send(b"x")
+            seen.append(tick[0])
+
+        def check():
+            if len(seen) == 2:
+                tick[0] = 10**9
+                loop.stop()
+            elif tick[0] < 10**6:
+                loop.call_soon(check)
+
+        loop.call_soon(start)
+        loop.call_soon(check)
+        loop.run_forever()
+        # asyncio: the data is seen by the very next iteration's poll.
+        assert seen[1] - seen[0] == 1, seen
+    finally:
+        a.close()
+        b.close()
+
+
+def test_busy_loop_runs_signal_handler(loop):
+    got = []
+    tick = _busy_ticks(loop, limit=10**6)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: got.append(tick[0]))
+    try:
+        sent = []
+
+        def send():
+            sent.append(tick[0])
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+        def check():
+            if got or tick[0] > 10000:
+                tick[0] = 10**9
+                loop.stop()
+            else:
+                loop.call_soon(check)
+
+        loop.call_soon(send)
+        loop.call_soon(check)
+        with alarm_guard(10):
+            loop.run_forever()
+        assert got, "the signal handler never ran while the loop was busy"
+        # asyncio: the self-pipe is read by the next poll, the handler runs one iteration later.
+        assert got[0] - sent[0] <= 3, (sent, got)
+    finally:
+        loop.remove_signal_handler(signal.SIGUSR1)
+
+
+def test_busy_loop_after_signal_handler_removed(loop):
+    # Signal handlers installed and removed again: the loop goes on running callbacks.
+    tick = _busy_ticks(loop, limit=1000)
+    loop.add_signal_handler(signal.SIGUSR1, noop)
+    assert loop.remove_signal_handler(signal.SIGUSR1)
+    loop.call_later(0.5, loop.stop)
+    done = []
+    loop.call_soon(lambda: done.append(1))
+    loop.run_forever()
+    assert done == [1] and tick[0] == 1000
+
+
+# ---------------------------------------------------------------------------
+# oxloop keeps queued call_soon handles out of the cyclic GC until they leave the queue:
+# cycles through a handle must still be collected.
+
+
+class _Holder:
+    pass
+
+
+@pytest.mark.parametrize("how", ["run", "cancelled", "closed", "threadsafe"])
+def test_cycle_through_call_soon_handle_is_collected(loop_factory, how):
+    import gc
+    import weakref
+
+    loop = loop_factory()
+    try:
+        holder = _Holder()
+        call = loop.call_soon_threadsafe if how == "threadsafe" else loop.call_soon
+        holder.h = call(lambda hd=holder: None)  # holder -> handle -> callback -> holder
+        ref = weakref.ref(holder)
+        if how == "cancelled":
+            holder.h.cancel()
+            holder.again = loop.call_soon(lambda hd=holder: None)
+        if how != "closed":
+            loop.call_soon(loop.stop)
+            loop.run_forever()
+    finally:
+        loop.close()
+    del holder
+    gc.collect()
+    assert ref() is None, "a cycle through a handle was not collected"
+
+
+def test_many_queued_handles_with_cycles_collected(loop):
+    import gc
+    import weakref
+
+    refs = []
+    for _ in range(3000):
+        holder = _Holder()
+        holder.h = loop.call_soon(lambda hd=holder: None)
+        refs.append(weakref.ref(holder))
+    del holder
+    gc.collect()  # while queued: all alive (the loop holds them)
+    assert all(r() is not None for r in refs)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    gc.collect()
+    assert sum(r() is not None for r in refs) == 0

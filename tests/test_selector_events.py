@@ -14,6 +14,7 @@ import re
 import resource
 import socket
 import sys
+import time
 
 import pytest
 
@@ -1501,3 +1502,126 @@ def test_udp_endpoint_receives_whole_datagrams(loop, run, size):
 
     payload, data = run(loop, main())
     assert data == payload
+
+
+# ---------------------------------------------------------------------------
+# After a waiting sock_recv/sock_sendall the fd's registration may stay in the kernel,
+# disarmed (oxloop's epoll: one-shot). Whatever happens to the fd number next must behave
+# exactly as if it had been removed.
+
+
+async def _recv_after_wait(loop, sock, peer, payload=b"x"):
+    t = loop.create_task(loop.sock_recv(sock, 100))
+    await asyncio.sleep(0.01)
+    assert not t.done()
+    peer.send(payload)
+    return await asyncio.wait_for(t, 5)
+
+
+@pytest.mark.parametrize("keep_dup", [False, True])
+def test_fd_number_reused_after_sock_recv(loop, run, keep_dup):
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        assert await _recv_after_wait(loop, a, b) == b"x"
+        fd = a.fileno()
+        dup = os.dup(fd) if keep_dup else None
+        a.close()
+        c, d = socket.socketpair()
+        try:
+            c.setblocking(False)
+            if c.fileno() != fd:
+                # The number was not reused here: move it there.
+                os.dup2(c.fileno(), fd)
+                c.close()
+                c = socket.socket(fileno=fd)
+                c.setblocking(False)
+            assert c.fileno() == fd
+            # The old file (still open through the dup) gets data: it must wake nothing.
+            if keep_dup:
+                b.send(b"old")
+            fired = []
+            loop.add_reader(fd, fired.append, "new")
+            await asyncio.sleep(0.02)
+            assert fired == []
+            d.send(b"y")
+            for _ in range(200):
+                if fired:
+                    break
+                await asyncio.sleep(0.001)
+            assert fired and set(fired) == {"new"}
+            assert loop.remove_reader(fd)
+            assert c.recv(10) == b"y"
+            # And a waiting sock_recv on the new socket completes.
+            assert await _recv_after_wait(loop, c, d, b"z") == b"z"
+        finally:
+            c.close()
+            d.close()
+            b.close()
+            if dup is not None:
+                os.close(dup)
+
+    run(loop, main())
+
+
+def test_unread_data_after_sock_recv_does_not_wake_loop(loop, run):
+    # Data left unread after a completed sock_recv must not make the loop spin.
+    async def main():
+        a, b = socket.socketpair()
+        try:
+            a.setblocking(False)
+            assert await _recv_after_wait(loop, a, b) == b"x"
+            b.send(b"more")
+            await asyncio.sleep(0.01)
+            t0 = time.process_time()
+            await asyncio.sleep(0.2)
+            spent = time.process_time() - t0
+            assert spent < 0.1, f"loop busy while idle: {spent:.3f} s CPU in 0.2 s"
+            assert await loop.sock_recv(a, 100) == b"more"
+            assert await _recv_after_wait(loop, a, b, b"again") == b"again"
+        finally:
+            a.close()
+            b.close()
+
+    run(loop, main())
+
+
+def test_sock_recv_then_reader_same_fd(loop, run):
+    # A waiting sock_recv, then add_reader on the same fd after it finished, then both at once.
+    async def main():
+        a, b = socket.socketpair()
+        try:
+            a.setblocking(False)
+            assert await _recv_after_wait(loop, a, b) == b"x"
+            fired = []
+            loop.add_reader(a, lambda: fired.append(a.recv(10)))
+            b.send(b"r")
+            for _ in range(200):
+                if fired:
+                    break
+                await asyncio.sleep(0.001)
+            assert fired == [b"r"]
+            assert loop.remove_reader(a)
+            assert not loop.remove_reader(a)
+            # sock_sendall waiting on a full buffer while another sock_recv waits.
+            t = loop.create_task(loop.sock_recv(a, 10))
+            await asyncio.sleep(0.01)
+            big = b"\0" * (8 * 1024 * 1024)
+            s = loop.create_task(loop.sock_sendall(a, big))
+            await asyncio.sleep(0.01)
+            assert not s.done()
+            got = 0
+            b.setblocking(False)
+            while got < len(big):
+                try:
+                    got += len(b.recv(1 << 20))
+                except BlockingIOError:
+                    await asyncio.sleep(0.001)
+            await asyncio.wait_for(s, 5)
+            b.send(b"q")
+            assert await asyncio.wait_for(t, 5) == b"q"
+        finally:
+            a.close()
+            b.close()
+
+    run(loop, main())

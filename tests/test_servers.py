@@ -632,3 +632,32 @@ def test_create_server_with_sock(loop, run):
         await protos[0].lost
 
     run(loop, main())
+
+
+def test_task_factory_sees_the_accept_tasks(loop, run):
+    """A task factory sees one Task per accepted connection, as with asyncio (oxloop's accept
+    path skips that Task only when no task factory is set)."""
+    names = []
+
+    def factory(lp, coro, **kwargs):
+        names.append(getattr(coro, "__name__", None))
+        return asyncio.Task(coro, loop=lp, **kwargs)
+
+    async def main():
+        log = []
+        srv = await loop.create_server(lambda: ServerProto(loop, log), "127.0.0.1", 0)
+        addr = srv.sockets[0].getsockname()
+        loop.set_task_factory(factory)
+        try:
+            for _ in range(3):
+                assert await echo_once(addr) == b"ping"
+        finally:
+            loop.set_task_factory(None)
+        srv.close()
+        for p in log:
+            p.tr.close()
+            await p.lost
+        await srv.wait_closed()
+
+    run(loop, main())
+    assert names.count("_accept_connection2") == 3

@@ -691,3 +691,238 @@ def test_connect_echo_close_cycles_leak_nothing(tloop):
     fds0, objs0, fds1, objs1 = run(tloop, main(), timeout=60)
     assert fds1 <= fds0
     assert objs1 - objs0 < 200, f"live objects grew by {objs1 - objs0} over 2000 cycles"
+
+
+# --- the server's accept path (oxloop: no Task per accepted connection) -----------------
+
+
+def test_accept_callback_order_and_context(tloop):
+    # asyncio makes the protocol and the transport in a Task one iteration after the accept,
+    # in a copy of the accept callback's context; connection_made runs one iteration later
+    # and sees what protocol_factory set in that context; the next connection does not.
+    import contextvars
+
+    var = contextvars.ContextVar("var", default=None)
+    tick = [0]
+    log = []
+
+    def ticker():
+        tick[0] += 1
+        if tick[0] < 100000:
+            tloop.call_soon(ticker)
+
+    class P(asyncio.Protocol):
+        def __init__(self):
+            log.append(("factory", tick[0], var.get()))
+            var.set(len(log))
+
+        def connection_made(self, tr):
+            self.tr = tr
+            log.append(("made", tick[0], var.get()))
+
+        def data_received(self, data):
+            log.append(("data", var.get()))
+            self.tr.write(data)
+
+    async def main():
+        srv = await tloop.create_server(P, "127.0.0.1", 0)
+        addr = srv.sockets[0].getsockname()
+        tloop.call_soon(ticker)
+        for i in range(2):
+            r, w = await asyncio.open_connection(*addr)
+            w.write(b"x")
+            assert await r.readexactly(1) == b"x"
+            w.close()
+            await w.wait_closed()
+        tick[0] = 100000
+        srv.close()
+        await srv.wait_closed()
+
+    run(tloop, main())
+    f1, m1, d1, f2, m2, d2 = log
+    assert (f1[0], m1[0], d1[0], f2[0], m2[0], d2[0]) == ("factory", "made", "data") * 2
+    assert m1[1] == f1[1] + 1 and m2[1] == f2[1] + 1
+    assert (f1[2], m1[2], d1[1]) == (None, 1, 1)
+    assert (f2[2], m2[2], d2[1]) == (None, 4, 4)
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_accept_protocol_factory_error(tloop, debug):
+    # A failing protocol_factory loses that connection only; in debug mode the exception
+    # handler hears of it with asyncio's message.
+    n = [0]
+
+    def factory():
+        n[0] += 1
+        if n[0] == 1:
+            raise ZeroDivisionError("boom")
+        return Echo()
+
+    async def main():
+        srv = await tloop.create_server(factory, "127.0.0.1", 0)
+        addr = srv.sockets[0].getsockname()
+        r, w = await asyncio.open_connection(*addr)
+        for _ in range(200):
+            if n[0]:
+                break
+            await asyncio.sleep(0.001)
+        w.close()
+        await w.wait_closed()
+        r, w = await asyncio.open_connection(*addr)
+        w.write(b"ok")
+        assert await r.readexactly(2) == b"ok"
+        w.close()
+        await w.wait_closed()
+        srv.close()
+        await srv.wait_closed()
+
+    tloop.set_debug(debug)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # the dropped connection's socket
+        run(tloop, main())
+        gc.collect()
+    calls = [c for c in tloop.handler_calls if "incoming connection" in c.get("message", "")]
+    if debug:
+        assert len(calls) == 1
+        assert calls[0]["message"] == "Error on transport creation for incoming connection"
+        assert isinstance(calls[0]["exception"], ZeroDivisionError)
+        assert "protocol" not in calls[0] and "transport" not in calls[0]
+    else:
+        assert calls == []
+    tloop.handler_calls.clear()
+
+
+class _Key(str):
+    """A str subclass key: get_extra_info must treat it as the dict would."""
+
+
+class _EqKey:
+    def __init__(self, name):
+        self.name = name
+
+    def __hash__(self):
+        return hash(self.name)
+
+    def __eq__(self, other):
+        return other == self.name
+
+
+@pytest.mark.parametrize("family", ["inet", "inet6", "unix"])
+def test_extra_info_server_and_client_sides(tloop, family):
+    # Both ends of a connection: the values, their order in `_extra`, the TransportSocket's
+    # identity, and what stays available after the connection is lost — as asyncio.
+    if family == "inet6" and not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    server_side = []
+
+    class P(Recorder):
+        def connection_made(self, tr):
+            super().connection_made(tr)
+            server_side.append((tr, self))
+
+    async def main():
+        with tempfile.TemporaryDirectory() as d:
+            if family == "unix":
+                path = os.path.join(d, "s")
+                srv = await tloop.create_unix_server(lambda: P(tloop), path)
+                tr, pr = await tloop.create_unix_connection(lambda: Recorder(tloop), path)
+            else:
+                host = "127.0.0.1" if family == "inet" else "::1"
+                try:
+                    srv = await tloop.create_server(lambda: P(tloop), host, 0)
+                except OSError:
+                    pytest.skip(f"cannot bind {host}")
+                addr = srv.sockets[0].getsockname()
+                tr, pr = await tloop.create_connection(lambda: Recorder(tloop), host, addr[1])
+            for _ in range(500):
+                if server_side:
+                    break
+                await asyncio.sleep(0.001)
+            str_, spr = server_side[0]
+            out = []
+            for t in (str_, tr):
+                s = t.get_extra_info("socket")
+                assert s is t.get_extra_info("socket")
+                assert isinstance(s, asyncio.trsock.TransportSocket)
+                assert t.get_extra_info("sockname") == s.getsockname()
+                assert t.get_extra_info("peername") == s.getpeername()
+                assert t.get_extra_info(_Key("peername")) == s.getpeername()
+                assert t.get_extra_info(_EqKey("sockname")) == s.getsockname()
+                assert t.get_extra_info("nope") is None
+                assert t.get_extra_info("nope", 7) == 7
+                assert t.get_extra_info(b"socket", 8) == 8
+                out.append((s, t.get_extra_info("sockname"), t.get_extra_info("peername")))
+            for t in (str_, tr):
+                d = t._extra
+                assert d is t._extra
+                assert d["socket"] is t.get_extra_info("socket")
+            keys = (list(str_._extra), list(tr._extra))
+            tr.close()
+            await pr.lost
+            await spr.lost
+            for t, (s, name, peer) in zip((str_, tr), out):
+                assert t.get_extra_info("socket") is s
+                assert t.get_extra_info("sockname") == name
+                assert t.get_extra_info("peername") == peer
+                assert s.fileno() == -1
+            srv.close()
+            await srv.wait_closed()
+            return keys
+
+    keys = run(tloop, main())
+    assert keys == (["peername", "socket", "sockname"], ["socket", "sockname", "peername"])
+
+
+def test_extra_info_lazy_before_dict(tloop):
+    # get_extra_info answers before `_extra` was ever read, also after connection_lost.
+    server_side = []
+
+    class P(Recorder):
+        def connection_made(self, tr):
+            super().connection_made(tr)
+            server_side.append((tr, self))
+
+    async def main():
+        srv, addr = await serve(tloop, lambda: P(tloop))
+        tr, pr = await tloop.create_connection(lambda: Recorder(tloop), *addr)
+        for _ in range(500):
+            if server_side:
+                break
+            await asyncio.sleep(0.001)
+        str_, spr = server_side[0]
+        peer = tr.get_extra_info("sockname")
+        tr.close()
+        await pr.lost
+        await spr.lost
+        assert str_.get_extra_info("peername") == peer
+        assert str_.get_extra_info("sockname") == addr
+        assert str_.get_extra_info("socket").fileno() == -1
+        assert list(str_._extra) == ["peername", "socket", "sockname"]
+        srv.close()
+        await srv.wait_closed()
+
+    run(tloop, main())
+
+
+def test_reader_handle_reads_as_asyncio(tloop):
+    # The fd's reader handle (loop._selector.get_key(fd).data[0]) calls tr._read_ready.
+    async def main():
+        srv, addr = await serve(tloop)
+        tr, pr = await tloop.create_connection(lambda: Recorder(tloop), *addr)
+        for step in ("made", "resumed"):
+            reader, writer = tloop._selector.get_key(tr._sock_fd).data
+            assert writer is None
+            assert reader._callback == tr._read_ready, step
+            assert reader._args == ()
+            assert "_read_ready" in repr(reader), repr(reader)
+            tr.pause_reading()
+            tr.resume_reading()
+        tr.write(b"ping")
+        await wait_for_data(pr, 4)
+        assert bytes(pr.data) == b"ping"
+        tr.close()
+        await pr.lost
+        srv.close()
+        await srv.wait_closed()
+
+    run(tloop, main())

@@ -36,6 +36,35 @@ const MAXIMUM_SELECT_TIMEOUT: f64 = 24.0 * 3600.0;
 const MIN_SCHEDULED_TIMER_HANDLES: usize = 100;
 const MIN_CANCELLED_TIMER_HANDLES_FRACTION: f64 = 0.5;
 
+/// Hashing for fd keys: one multiplication instead of SipHash (fds are small, trusted ints
+/// and the table is looked up on every event and loop iteration).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct FdHash;
+
+impl std::hash::BuildHasher for FdHash {
+    type Hasher = FdHasher;
+    fn build_hasher(&self) -> FdHasher {
+        FdHasher(0)
+    }
+}
+
+pub(crate) struct FdHasher(u64);
+
+impl std::hash::Hasher for FdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+    fn write_i32(&mut self, n: i32) {
+        // The high bits feed hashbrown's control bytes: spread the fd over all 64 bits.
+        self.0 = u64::from(n as u32).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 /// What the loop waits on: a native selector, or any Python `selectors.BaseSelector`.
 pub(crate) enum Poller {
     Native(Arc<dyn Selector>),
@@ -61,7 +90,7 @@ pub struct LoopCore {
     /// Native fd watchers, keyed by fd (the fd is also the selector token: entries are
     /// deregistered before removal and events are consumed in the same iteration they are
     /// read, so a stale event can never reach a reused fd).
-    pub(crate) io: HashMap<RawFd, IoEntry>,
+    pub(crate) io: HashMap<RawFd, IoEntry, FdHash>,
     pub(crate) poller: Option<Poller>,
     pub(crate) events: Vec<Event>,
     pub(crate) waker: Option<Arc<Waker>>,
@@ -71,6 +100,13 @@ pub struct LoopCore {
     pub(crate) clock_resolution: f64,
     /// Reusable receive buffer of the native sock_recv.
     pub(crate) recv_buf: Vec<u8>,
+    /// The last sockname / peer host a native transport stored: equal ones share it.
+    pub(crate) last_sockname: Option<Py<PyAny>>,
+    pub(crate) last_peer_host: Option<Py<PyAny>>,
+    /// The read end of asyncio's self-pipe (`loop._ssock`), if any.
+    pub(crate) self_pipe: Option<RawFd>,
+    /// Signal handlers are installed (the self-pipe is then the signal wakeup fd).
+    pub(crate) signals: bool,
 }
 
 pub(crate) fn closed_error() -> PyErr {
@@ -108,6 +144,21 @@ fn is_cancelled(item: &Bound<'_, PyAny>) -> PyResult<bool> {
 }
 
 impl LoopCore {
+    /// Whether a zero-timeout poll can be left out: a native selector with no fd watched but
+    /// asyncio's self-pipe while no signal handler is installed. Such a poll could only report
+    /// the self-pipe (which then carries no signal, only wake-ups that the native waker makes
+    /// unnecessary) or the waker (whose callbacks are already in the ready queue), so skipping
+    /// it changes nothing a callback can observe.
+    fn poll_is_futile(&self) -> bool {
+        matches!(self.poller, Some(Poller::Native(_)))
+            && !self.signals
+            && match self.io.len() {
+                0 => true,
+                1 => self.self_pipe.is_some_and(|fd| self.io.contains_key(&fd)),
+                _ => false,
+            }
+    }
+
     fn check_closed(slf: &Bound<'_, Self>) -> PyResult<()> {
         if slf.borrow().closed {
             // asyncio's own check raises; keep the message in one place.
@@ -219,7 +270,11 @@ impl LoopCore {
         let py = slf.py();
         let (timeout, poller, removed) = {
             let mut me = slf.borrow_mut();
-            let removed = me.compact_timers(py);
+            let removed = if me.timers.is_empty() {
+                Vec::new()
+            } else {
+                me.compact_timers(py)
+            };
             let timeout = if !me.ready.is_empty() || me.stopping {
                 Some(0.0)
             } else {
@@ -228,7 +283,8 @@ impl LoopCore {
                     .map(|when| (when - clock::monotonic()).clamp(0.0, MAXIMUM_SELECT_TIMEOUT))
             };
             let poller = match &me.poller {
-                Some(p) => p.clone_ref(py),
+                Some(_) if timeout == Some(0.0) && me.poll_is_futile() => None,
+                Some(p) => Some(p.clone_ref(py)),
                 None => return Err(closed_error()),
             };
             (timeout, poller, removed)
@@ -236,7 +292,8 @@ impl LoopCore {
         drop(removed);
 
         match poller {
-            Poller::Native(sel) => {
+            None => {}
+            Some(Poller::Native(sel)) => {
                 let mut events = std::mem::take(&mut slf.borrow_mut().events);
                 let res =
                     py.detach(|| sel.select(&mut events, timeout.map(Duration::from_secs_f64)));
@@ -255,7 +312,7 @@ impl LoopCore {
                 selector_events::process_native_events(slf, &mut events)?;
                 slf.borrow_mut().events = events;
             }
-            Poller::Python(sel) => {
+            Some(Poller::Python(sel)) => {
                 let timeout_obj: Py<PyAny> = match timeout {
                     Some(t) => t.into_pyobject(py)?.into_any().unbind(),
                     None => py.None(),
@@ -266,9 +323,13 @@ impl LoopCore {
         }
 
         // Queue the timers that are due (asyncio: `when < now + clock_resolution`).
-        {
+        let ntodo = {
             let mut me = slf.borrow_mut();
-            let end_time = clock::monotonic() + me.clock_resolution;
+            let end_time = if me.timers.is_empty() {
+                0.0
+            } else {
+                clock::monotonic() + me.clock_resolution
+            };
             while let Some(when) = me.timers.peek_when() {
                 if when >= end_time {
                     break;
@@ -277,10 +338,10 @@ impl LoopCore {
                 h.borrow_mut(py).scheduled = false;
                 me.ready.push_back(h.into_any());
             }
-        }
+            me.ready.len()
+        };
 
         // Run only what is ready now; callbacks scheduled meanwhile wait for the next round.
-        let ntodo = slf.borrow().ready.len();
         for _ in 0..ntodo {
             let (item, debug) = {
                 let mut me = slf.borrow_mut();
@@ -290,11 +351,13 @@ impl LoopCore {
                 }
             };
             let item = item.into_bound(py);
-            if debug {
-                Self::run_debug(slf, &item)?;
+            let res = if debug {
+                Self::run_debug(slf, &item)
             } else {
-                run_item(py, &item)?;
-            }
+                run_item(py, &item)
+            };
+            release_ready(py, item.unbind());
+            res?;
         }
         Ok(())
     }
@@ -315,6 +378,34 @@ impl LoopCore {
             helpers::get(py)?.slow_callback.call1(py, (slf, item, dt))?;
         }
         Ok(())
+    }
+}
+
+/// A `call_soon` handle is not tracked by the cyclic GC while it waits in the ready queue:
+/// it is alive there anyway (the queue holds it), and a batch of thousands of queued handles
+/// would otherwise be traversed by every young-generation collection. Objects it refers to
+/// just look referenced from outside to the GC meanwhile, which is safe.
+/// [`release_ready`] puts it back under the GC when it leaves the queue still referenced.
+fn untrack_queued(h: &Py<Handle>) {
+    // SAFETY: `h` is a live Handle, a GC type tracked since its allocation; untracking a
+    // tracked object is always allowed (the GIL is held: we were handed a Py by Python code).
+    unsafe { pyo3::ffi::PyObject_GC_UnTrack(h.as_ptr().cast()) }
+}
+
+/// Drops a ready-queue entry; a Handle that something else still references is tracked by
+/// the GC again (see [`untrack_queued`]) so that cycles through it stay collectable.
+pub(crate) fn release_ready(py: Python<'_>, item: Py<PyAny>) {
+    let item = item.into_bound(py);
+    let p = item.as_ptr();
+    // SAFETY: GIL held; `p` is alive (we own a reference). Only a Handle (a GC type) that is
+    // not tracked is tracked again, and only while another reference exists.
+    unsafe {
+        if pyo3::ffi::Py_REFCNT(p) > 1
+            && pyo3::ffi::PyObject_GC_IsTracked(p) == 0
+            && item.is_instance_of::<Handle>()
+        {
+            pyo3::ffi::PyObject_GC_Track(p.cast());
+        }
     }
 }
 
@@ -346,7 +437,7 @@ impl LoopCore {
             ready: VecDeque::new(),
             timers: TimerHeap::new(),
             timer_cancelled_count: 0,
-            io: HashMap::new(),
+            io: HashMap::default(),
             poller: None,
             events: Vec::with_capacity(256),
             waker: None,
@@ -355,6 +446,10 @@ impl LoopCore {
             debug: false,
             clock_resolution: clock::resolution(),
             recv_buf: Vec::new(),
+            last_sockname: None,
+            last_peer_host: None,
+            self_pipe: None,
+            signals: false,
         }
     }
 
@@ -407,7 +502,10 @@ impl LoopCore {
         for t in &timers {
             t.borrow_mut(py).scheduled = false;
         }
-        drop((ready, timers, io, poller, waker));
+        for item in ready {
+            release_ready(py, item);
+        }
+        drop((timers, io, poller, waker));
     }
 
     #[getter]
@@ -505,6 +603,7 @@ impl LoopCore {
             Self::debug_checks(slf, &callback, "call_soon", true)?;
         }
         let h = Self::new_handle(slf, callback, args, context, None, debug)?;
+        untrack_queued(&h);
         slf.borrow_mut()
             .ready
             .push_back(h.clone_ref(slf.py()).into_any());
@@ -522,6 +621,7 @@ impl LoopCore {
         let args = PyTuple::new(py, args.try_iter()?.collect::<PyResult<Vec<_>>>()?)?.unbind();
         let debug = slf.borrow().debug;
         let h = Self::new_handle(slf, callback, args, context, None, debug)?;
+        untrack_queued(&h);
         slf.borrow_mut().ready.push_back(h.clone_ref(py).into_any());
         Ok(h)
     }
@@ -544,6 +644,7 @@ impl LoopCore {
             Self::debug_checks(slf, &callback, "call_soon_threadsafe", false)?;
         }
         let h = Self::new_handle(slf, callback, args, context, None, debug)?;
+        untrack_queued(&h);
         let waker = {
             let mut me = slf.borrow_mut();
             me.ready.push_back(h.clone_ref(slf.py()).into_any());
@@ -666,6 +767,16 @@ impl LoopCore {
         self.io.get(&fd).map(|e| e.key(py))
     }
 
+    /// Tells the core which fd is the read end of asyncio's self-pipe (-1: none).
+    fn _oxloop_set_self_pipe(&mut self, fd: RawFd) {
+        self.self_pipe = (fd >= 0).then_some(fd);
+    }
+
+    /// Tells the core whether signal handlers are installed.
+    fn _oxloop_set_signals(&mut self, installed: bool) {
+        self.signals = installed;
+    }
+
     /// All natively watched fds.
     fn _oxloop_fds(&self) -> Vec<RawFd> {
         self.io.keys().copied().collect()
@@ -688,7 +799,12 @@ impl LoopCore {
     }
 
     fn __clear__(&mut self) {
-        self.ready.clear();
+        let ready = std::mem::take(&mut self.ready);
+        Python::attach(|py| {
+            for item in ready {
+                release_ready(py, item);
+            }
+        });
         self.timers.clear();
         self.io.clear();
         if let Some(Poller::Python(_)) = &self.poller {

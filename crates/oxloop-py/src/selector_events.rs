@@ -31,6 +31,10 @@ pub(crate) struct IoEntry {
     pub reader: Option<Py<Handle>>,
     pub writer: Option<Py<Handle>>,
     pub interest: Interest,
+    /// Registered one-shot (a native sock_* operation alone on the fd): the kernel disarms
+    /// it after one event (`armed` false), and stopping to watch it then needs no syscall.
+    pub oneshot: bool,
+    pub armed: bool,
 }
 
 impl IoEntry {
@@ -178,6 +182,47 @@ pub(crate) fn add_watcher(
     args: Py<PyTuple>,
     read: bool,
 ) -> PyResult<Py<PyAny>> {
+    add_watcher_with(slf, fileobj, callback, args, read, false)
+}
+
+/// `add_watcher` for a native sock_* operation: when nothing else watches the fd, the
+/// registration is one-shot where the selector has that mode (epoll). The watcher must
+/// call [`rearm_oneshot`] if it keeps waiting after its event.
+pub(crate) fn add_oneshot_watcher(
+    slf: &Bound<'_, LoopCore>,
+    fileobj: &Bound<'_, PyAny>,
+    callback: Py<PyAny>,
+    read: bool,
+) -> PyResult<Py<PyAny>> {
+    let args = PyTuple::empty(slf.py()).unbind();
+    add_watcher_with(slf, fileobj, callback, args, read, true)
+}
+
+/// Re-arms the disarmed one-shot registration of `fd` (its watcher is still waiting).
+pub(crate) fn rearm_oneshot(slf: &Bound<'_, LoopCore>, fd: RawFd) -> PyResult<()> {
+    let mut me = slf.borrow_mut();
+    let Some(sel) = native(&me) else {
+        return Ok(());
+    };
+    let Some(entry) = me.io.get_mut(&fd) else {
+        return Ok(());
+    };
+    if entry.oneshot && !entry.armed {
+        sel.arm_oneshot(fd, fd as u64, entry.interest)
+            .map_err(to_pyerr)?;
+        entry.armed = true;
+    }
+    Ok(())
+}
+
+fn add_watcher_with(
+    slf: &Bound<'_, LoopCore>,
+    fileobj: &Bound<'_, PyAny>,
+    callback: Py<PyAny>,
+    args: Py<PyTuple>,
+    read: bool,
+    oneshot: bool,
+) -> PyResult<Py<PyAny>> {
     let py = slf.py();
     let (closed, sel, debug) = {
         let me = slf.borrow();
@@ -213,7 +258,9 @@ pub(crate) fn add_watcher(
         match me.io.get_mut(&fd) {
             Some(entry) => {
                 let interest = entry.interest.add(flag);
-                if interest != entry.interest {
+                // A one-shot registration becomes a normal one (re-armed) as soon as
+                // anything else watches the fd.
+                if interest != entry.interest || entry.oneshot {
                     if let Err(e) = sel.reregister(fd, fd as u64, interest) {
                         // As asyncio's selectors: a failed modify drops the registration.
                         let _ = sel.deregister(fd);
@@ -223,6 +270,8 @@ pub(crate) fn add_watcher(
                         return Err(to_pyerr(e));
                     }
                     entry.interest = interest;
+                    entry.oneshot = false;
+                    entry.armed = true;
                 }
                 let slot = if read {
                     &mut entry.reader
@@ -232,7 +281,10 @@ pub(crate) fn add_watcher(
                 slot.replace(handle.clone_ref(py))
             }
             None => {
-                sel.register(fd, fd as u64, flag).map_err(to_pyerr)?;
+                let oneshot = oneshot && sel.arm_oneshot(fd, fd as u64, flag).map_err(to_pyerr)?;
+                if !oneshot {
+                    sel.register(fd, fd as u64, flag).map_err(to_pyerr)?;
+                }
                 let h = Some(handle.clone_ref(py));
                 let (reader, writer) = if read { (h, None) } else { (None, h) };
                 me.io.insert(
@@ -242,6 +294,8 @@ pub(crate) fn add_watcher(
                         reader,
                         writer,
                         interest: flag,
+                        oneshot,
+                        armed: true,
                     },
                 );
                 None
@@ -303,8 +357,13 @@ fn remove_fd(slf: &Bound<'_, LoopCore>, fd: RawFd, read: bool) -> PyResult<bool>
             entry.writer.take()
         };
         if interest.is_empty() {
-            // Like asyncio's EpollSelector.unregister: a closed fd is already gone, fine.
-            let _ = sel.deregister(fd);
+            if entry.oneshot && !entry.armed {
+                // Fired and disarmed: left in the kernel until the fd is registered again.
+                let _ = sel.release_oneshot(fd);
+            } else {
+                // Like asyncio's EpollSelector.unregister: a closed fd is already gone, fine.
+                let _ = sel.deregister(fd);
+            }
             (handle, me.io.remove(&fd))
         } else {
             if interest != entry.interest {
@@ -349,9 +408,13 @@ pub(crate) fn process_native_events(
                 continue;
             }
             let fd = ev.token as RawFd;
-            let Some(entry) = me.io.get(&fd) else {
+            let Some(entry) = me.io.get_mut(&fd) else {
                 continue;
             };
+            if entry.oneshot {
+                entry.armed = false;
+            }
+            let entry = &*entry;
             for (is_ready, slot, read) in [
                 (ev.readable, &entry.reader, true),
                 (ev.writable, &entry.writer, false),

@@ -19,7 +19,7 @@ use pyo3::types::{PyBytes, PyDict, PyInt, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::base_events::LoopCore;
-use crate::selector_events::{add_watcher, remove_watcher};
+use crate::selector_events::{add_oneshot_watcher, rearm_oneshot, remove_watcher};
 
 /// Buffers kept by a loop for receiving are at most this large; larger reads allocate.
 const MAX_KEPT_RECV_BUFFER: usize = 1 << 20;
@@ -152,7 +152,17 @@ impl SockOp {
         }
         let outcome = slf.borrow_mut().attempt(py);
         match outcome {
-            Outcome::NotReady => Ok(()),
+            Outcome::NotReady => {
+                // Still waiting: a one-shot registration was disarmed by the event.
+                let (loop_, fd) = {
+                    let me = slf.borrow();
+                    (me.loop_.as_ref().map(|l| l.clone_ref(py)), me.fd)
+                };
+                match loop_ {
+                    Some(l) => rearm_oneshot(l.bind(py), fd),
+                    None => Ok(()),
+                }
+            }
             Outcome::Done(v) => {
                 fut.call_method1("set_result", (v,))?;
                 Ok(())
@@ -280,13 +290,7 @@ fn start_op(core: &Bound<'_, LoopCore>, fd: RawFd, io: Io, read: bool) -> PyResu
         },
     )?;
     let fdobj = fd.into_pyobject(py)?;
-    let handle = add_watcher(
-        core,
-        fdobj.as_any(),
-        op.clone().into_any().unbind(),
-        PyTuple::empty(py).unbind(),
-        read,
-    )?;
+    let handle = add_oneshot_watcher(core, fdobj.as_any(), op.clone().into_any().unbind(), read)?;
     op.borrow_mut().handle = Some(handle);
     fut.call_method1("add_done_callback", (&op,))?;
     Ok(fut.unbind())

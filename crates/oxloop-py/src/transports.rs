@@ -28,7 +28,7 @@ use pyo3::exceptions::{
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyInt, PyMemoryView, PyString, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::base_events::{loop_debug, LoopCore, Poller};
@@ -57,6 +57,9 @@ struct Cached {
     mask_class: Py<PyAny>,
     test_selector_event: Py<PyAny>,
     write_buffer_limits: Py<PyAny>,
+    /// The default high/low water marks as Python ints, shared by every transport.
+    default_high: Py<PyAny>,
+    default_low: Py<PyAny>,
     attach_takes_transport: bool,
     log_threshold: usize,
     /// 3.12+: the transport has its own writelines() (scatter/gather, no join).
@@ -83,6 +86,8 @@ fn cached(py: Python<'_>) -> PyResult<&'static Cached> {
             mask_class: get("SocketTransport")?,
             test_selector_event: get("test_selector_event")?,
             write_buffer_limits: get("write_buffer_limits")?,
+            default_high: 65536i64.into_pyobject(py)?.into_any().unbind(),
+            default_low: 16384i64.into_pyobject(py)?.into_any().unbind(),
             attach_takes_transport: m.getattr("ATTACH_TAKES_TRANSPORT")?.is_truthy()?,
             log_threshold: m.getattr("LOG_THRESHOLD_FOR_CONNLOST_WRITES")?.extract()?,
             own_writelines: py.version_info() >= (3, 12),
@@ -218,7 +223,18 @@ pub struct SocketTransport {
     /// The protocol is a `BufferedProtocol` (decided in set_protocol, as asyncio does).
     buffered: bool,
     server: Option<Py<PyAny>>,
+    /// asyncio's `_extra` dict. asyncio builds it at creation; here it is made only when a
+    /// caller passed one or asks for the dict itself (`_extra`, a key that is not an exact
+    /// str): until then `get_extra_info` answers from the fields below.
     extra: Option<Py<PyDict>>,
+    /// The socket behind extra['socket'] (kept after connection_lost, as the dict keeps it).
+    extra_sock: Option<Py<PyAny>>,
+    /// extra['socket']: the `TransportSocket`, made at the first request.
+    extra_tsock: Option<Py<PyAny>>,
+    extra_sockname: Option<Py<PyAny>>,
+    extra_peername: Option<Py<PyAny>>,
+    /// The dict starts with 'peername' (given by the accept path), as asyncio's does then.
+    extra_peername_first: bool,
     buffer: WriteQueue,
     conn_lost: usize,
     closing: bool,
@@ -238,6 +254,27 @@ fn loop_of<'py>(slf: &Bound<'py, SocketTransport>) -> Option<Bound<'py, PyAny>> 
     slf.borrow().loop_.as_ref().map(|l| l.bind(py).clone())
 }
 
+/// When `callback` is `tr._read_ready` and `handle` a native Handle, the handle keeps the
+/// transport instead of the bound method (see `Handle::transport_read`).
+fn mark_read_ready(
+    tr: &Bound<'_, SocketTransport>,
+    handle: &Py<PyAny>,
+    callback: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let py = tr.py();
+    let Ok(h) = handle.bind(py).cast::<crate::handles::Handle>() else {
+        return Ok(());
+    };
+    if callback.getattr(intern!(py, "__self__"))?.is(tr)
+        && callback
+            .getattr(intern!(py, "__name__"))?
+            .eq(intern!(py, "_read_ready"))?
+    {
+        crate::handles::Handle::set_transport_read(h, tr.clone().into_any().unbind());
+    }
+    Ok(())
+}
+
 pub(crate) fn add_reader(
     loop_: &Bound<'_, PyAny>,
     fd: RawFd,
@@ -246,13 +283,18 @@ pub(crate) fn add_reader(
     let py = loop_.py();
     if let Ok(core) = loop_.cast::<LoopCore>() {
         let fdobj = fd.into_pyobject(py)?;
-        add_watcher(
+        let handle = add_watcher(
             core,
             fdobj.as_any(),
-            cb.unbind(),
+            cb.clone().unbind(),
             PyTuple::empty(py).unbind(),
             true,
         )?;
+        if let Ok(tr) = cb.getattr(intern!(py, "__self__")) {
+            if let Ok(tr) = tr.cast::<SocketTransport>() {
+                mark_read_ready(tr, &handle, &cb)?;
+            }
+        }
     } else {
         loop_.call_method1(intern!(py, "_add_reader"), (fd, cb))?;
     }
@@ -340,6 +382,79 @@ pub(crate) fn loop_is_closed(loop_: &Bound<'_, PyAny>) -> PyResult<bool> {
 }
 
 impl SocketTransport {
+    /// The reader callback (asyncio's `_read_ready`).
+    pub(crate) fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let (conn_lost, buffered) = {
+            let me = slf.borrow();
+            (me.conn_lost, me.buffered)
+        };
+        if conn_lost > 0 {
+            return Ok(());
+        }
+        if buffered {
+            Self::read_get_buffer(slf)
+        } else {
+            Self::read_data_received(slf)
+        }
+    }
+
+    /// extra['socket']: the `TransportSocket` of the transport's socket, made once.
+    fn extra_socket(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let sock = {
+            let me = slf.borrow();
+            if let Some(t) = &me.extra_tsock {
+                return Ok(t.clone_ref(py));
+            }
+            match &me.extra_sock {
+                Some(s) => s.clone_ref(py),
+                None => return Ok(py.None()),
+            }
+        };
+        let tsock = cached(py)?.transport_socket.call1(py, (sock,))?;
+        let mut me = slf.borrow_mut();
+        Ok(me.extra_tsock.get_or_insert(tsock).clone_ref(py))
+    }
+
+    /// asyncio's `_extra` dict, made from the fields when it does not exist yet (with the
+    /// keys in asyncio's order).
+    fn extra_dict<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyDict>> {
+        let py = slf.py();
+        if let Some(d) = &slf.borrow().extra {
+            return Ok(d.bind(py).clone());
+        }
+        let tsock = Self::extra_socket(slf)?;
+        let (sockname, peername, peer_first) = {
+            let me = slf.borrow();
+            let o =
+                |x: &Option<Py<PyAny>>| x.as_ref().map_or_else(|| py.None(), |v| v.clone_ref(py));
+            (
+                o(&me.extra_sockname),
+                o(&me.extra_peername),
+                me.extra_peername_first,
+            )
+        };
+        let d = PyDict::new(py);
+        if peer_first {
+            d.set_item("peername", &peername)?;
+        }
+        d.set_item("socket", tsock)?;
+        d.set_item("sockname", sockname)?;
+        if !peer_first {
+            d.set_item("peername", peername)?;
+        }
+        let mut me = slf.borrow_mut();
+        if let Some(d) = &me.extra {
+            return Ok(d.bind(py).clone());
+        }
+        me.extra = Some(d.clone().unbind());
+        me.extra_sock = None;
+        me.extra_tsock = None;
+        me.extra_sockname = None;
+        me.extra_peername = None;
+        Ok(d)
+    }
+
     fn is_reading_(&self) -> bool {
         !self.closing && !self.paused
     }
@@ -857,6 +972,59 @@ impl SocketTransport {
     }
 }
 
+/// The sockname and peername of a new connection, with their values replaced by equal ones
+/// the loop already holds: every connection accepted by one listener has the same sockname,
+/// and most come from one host. Only exact tuples of exact str/int are shared (immutable,
+/// compared without running Python code).
+fn share_addresses<'py>(
+    core: &Bound<'py, LoopCore>,
+    sockname: Bound<'py, PyAny>,
+    peername: Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let py = core.py();
+    let plain = |t: &Bound<'py, PyAny>| -> bool {
+        t.cast::<PyTuple>().is_ok_and(|t| {
+            t.is_exact_instance_of::<PyTuple>()
+                && t.iter().all(|x| {
+                    x.is_exact_instance_of::<PyString>() || x.is_exact_instance_of::<PyInt>()
+                })
+        })
+    };
+    let mut me = core.borrow_mut();
+    let sockname = if plain(&sockname) {
+        match &me.last_sockname {
+            Some(last) if last.bind(py).eq(&sockname)? => last.bind(py).clone(),
+            _ => {
+                me.last_sockname = Some(sockname.clone().unbind());
+                sockname
+            }
+        }
+    } else {
+        sockname
+    };
+    let peername = if plain(&peername) {
+        let t = peername.cast::<PyTuple>()?;
+        let host = t.get_item(0)?;
+        match &me.last_peer_host {
+            Some(last) if last.bind(py).is(&host) => peername,
+            Some(last) if host.is_exact_instance_of::<PyString>() && last.bind(py).eq(&host)? => {
+                let mut items: Vec<Bound<'py, PyAny>> = t.iter().collect();
+                items[0] = last.bind(py).clone();
+                PyTuple::new(py, items)?.into_any()
+            }
+            _ => {
+                if host.is_exact_instance_of::<PyString>() {
+                    me.last_peer_host = Some(host.unbind());
+                }
+                peername
+            }
+        }
+    } else {
+        peername
+    };
+    Ok((sockname, peername))
+}
+
 /// An AttributeError for a protocol that is already gone (asyncio would fail on `None.x`).
 struct PyAttributeErrorNone;
 impl PyAttributeErrorNone {
@@ -891,7 +1059,11 @@ fn detach(slf: &Bound<'_, SocketTransport>, server: &Bound<'_, PyAny>) -> PyResu
 impl SocketTransport {
     /// asyncio's `_SelectorSocketTransport(loop, sock, protocol, waiter, extra, server)`.
     #[staticmethod]
-    #[pyo3(signature = (r#loop, sock, protocol, waiter=None, extra=None, server=None))]
+    ///
+    /// `peername`: the address accept() returned (oxloop's accept path), instead of an
+    /// `extra={'peername': addr}` dict.
+    #[pyo3(signature = (r#loop, sock, protocol, waiter=None, extra=None, server=None, *, peername=None))]
+    #[allow(clippy::too_many_arguments)]
     fn _create<'py>(
         r#loop: &Bound<'py, PyAny>,
         sock: &Bound<'py, PyAny>,
@@ -899,26 +1071,47 @@ impl SocketTransport {
         waiter: Option<&Bound<'py, PyAny>>,
         extra: Option<&Bound<'py, PyAny>>,
         server: Option<&Bound<'py, PyAny>>,
+        peername: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, SocketTransport>> {
         let py = r#loop.py();
         let c = cached(py)?;
+        let core = r#loop.cast::<LoopCore>().ok();
         let extra = match extra {
-            Some(e) if !e.is_none() => e.cast::<PyDict>()?.clone(),
-            _ => PyDict::new(py),
+            Some(e) if !e.is_none() => Some(e.cast::<PyDict>()?.clone()),
+            _ => None,
         };
-        extra.set_item("socket", c.transport_socket.call1(py, (sock,))?)?;
-        match sock.call_method0("getsockname") {
-            Ok(n) => extra.set_item("sockname", n)?,
-            Err(e) if e.is_instance_of::<PyOSError>(py) => extra.set_item("sockname", py.None())?,
-            Err(e) => return Err(e),
-        }
-        if !extra.contains("peername")? {
-            match sock.call_method0("getpeername") {
-                Ok(n) => extra.set_item("peername", n)?,
-                Err(e) if e.is_instance_of::<PyOSError>(py) => {
-                    extra.set_item("peername", py.None())?
+        let addr = |name: &str| -> PyResult<Bound<'py, PyAny>> {
+            match sock.call_method0(name) {
+                Ok(n) => Ok(n),
+                Err(e) if e.is_instance_of::<PyOSError>(py) => Ok(py.None().into_bound(py)),
+                Err(e) => Err(e),
+            }
+        };
+        let (mut extra_sockname, mut extra_peername, mut extra_sock) = (None, None, None);
+        let peername_first = peername.is_some();
+        match &extra {
+            Some(extra) => {
+                extra.set_item("socket", c.transport_socket.call1(py, (sock,))?)?;
+                extra.set_item("sockname", addr("getsockname")?)?;
+                if !extra.contains("peername")? {
+                    extra.set_item("peername", addr("getpeername")?)?;
                 }
-                Err(e) => return Err(e),
+            }
+            None => {
+                let sockname = addr("getsockname")?;
+                let peer = match peername {
+                    Some(p) => p.clone(),
+                    None => addr("getpeername")?,
+                };
+                // Connections to one listener share their sockname (and mostly the peer's
+                // host): equal values share one object instead of one copy per connection.
+                let (sockname, peer) = match core {
+                    Some(core) => share_addresses(core, sockname, peer)?,
+                    None => (sockname, peer),
+                };
+                extra_sockname = Some(sockname.unbind());
+                extra_peername = Some(peer.unbind());
+                extra_sock = Some(sock.clone().unbind());
             }
         }
         let fd: RawFd = sock.call_method0("fileno")?.extract()?;
@@ -933,7 +1126,12 @@ impl SocketTransport {
                 protocol_connected: false,
                 buffered: false,
                 server: server.map(|s| s.clone().unbind()),
-                extra: Some(extra.unbind()),
+                extra: extra.map(Bound::unbind),
+                extra_sock,
+                extra_tsock: None,
+                extra_sockname,
+                extra_peername,
+                extra_peername_first: peername_first,
                 buffer: WriteQueue::default(),
                 conn_lost: 0,
                 closing: false,
@@ -941,8 +1139,8 @@ impl SocketTransport {
                 eof: false,
                 empty_waiter: None,
                 protocol_paused: false,
-                high_water: Some(65536i64.into_pyobject(py)?.into_any().unbind()),
-                low_water: Some(16384i64.into_pyobject(py)?.into_any().unbind()),
+                high_water: Some(c.default_high.clone_ref(py)),
+                low_water: Some(c.default_low.clone_ref(py)),
                 high: 65536.0,
                 low: 16384.0,
                 max_size: MAX_SIZE,
@@ -952,9 +1150,11 @@ impl SocketTransport {
         if let Some(s) = server {
             attach(&tr, s)?;
         }
+        // One int object for the fd, shared by loop._transports and the fd watcher.
+        let fd_obj = fd.into_pyobject(py)?;
         r#loop
             .getattr(intern!(py, "_transports"))?
-            .set_item(fd, &tr)?;
+            .set_item(&fd_obj, &tr)?;
         // Disable the Nagle algorithm, as asyncio does.
         c.set_nodelay.call1(py, (sock,))?;
         let call_soon = r#loop.getattr(intern!(py, "call_soon"))?;
@@ -962,7 +1162,7 @@ impl SocketTransport {
         // Only start reading when connection_made() has been called.
         call_soon.call1((
             tr.getattr(intern!(py, "_add_reader"))?,
-            fd,
+            fd_obj,
             tr.getattr(intern!(py, "_read_ready"))?,
         ))?;
         if let Some(w) = waiter.filter(|w| !w.is_none()) {
@@ -995,12 +1195,28 @@ impl SocketTransport {
         default: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
+        if slf.borrow().extra.is_none() && name.is_exact_instance_of::<PyString>() {
+            let key = name.cast::<PyString>()?.to_cow()?;
+            let found = match &*key {
+                "socket" => Some(Self::extra_socket(slf)?),
+                "sockname" => slf
+                    .borrow()
+                    .extra_sockname
+                    .as_ref()
+                    .map(|v| v.clone_ref(py)),
+                "peername" => slf
+                    .borrow()
+                    .extra_peername
+                    .as_ref()
+                    .map(|v| v.clone_ref(py)),
+                _ => None,
+            };
+            return Ok(found.or(default).unwrap_or_else(|| py.None()));
+        }
         // The lookup may run Python code (a key's __eq__): no borrow is held meanwhile.
-        let extra = slf.borrow().extra.as_ref().map(|e| e.clone_ref(py));
-        if let Some(extra) = extra {
-            if let Some(v) = extra.bind(py).get_item(name)? {
-                return Ok(v.unbind());
-            }
+        let extra = Self::extra_dict(slf)?;
+        if let Some(v) = extra.get_item(name)? {
+            return Ok(v.unbind());
         }
         Ok(default.unwrap_or_else(|| py.None()))
     }
@@ -1091,13 +1307,14 @@ impl SocketTransport {
         let loop_ = loop_.bind(py);
         if args.is_empty() {
             if let (Ok(core), Ok(_)) = (loop_.cast::<LoopCore>(), fd.extract::<RawFd>()) {
-                add_watcher(
+                let handle = add_watcher(
                     core,
                     fd,
                     callback.clone().unbind(),
                     PyTuple::empty(py).unbind(),
                     true,
                 )?;
+                mark_read_ready(slf, &handle, callback)?;
                 return Ok(());
             }
         }
@@ -1178,18 +1395,7 @@ impl SocketTransport {
     }
 
     fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let (conn_lost, buffered) = {
-            let me = slf.borrow();
-            (me.conn_lost, me.buffered)
-        };
-        if conn_lost > 0 {
-            return Ok(());
-        }
-        if buffered {
-            Self::read_get_buffer(slf)
-        } else {
-            Self::read_data_received(slf)
-        }
+        Self::read_ready(slf)
     }
 
     fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -1411,8 +1617,8 @@ impl SocketTransport {
         self.server.as_ref().map(|x| x.clone_ref(py))
     }
     #[getter]
-    fn _extra(&self, py: Python<'_>) -> Option<Py<PyDict>> {
-        self.extra.as_ref().map(|x| x.clone_ref(py))
+    fn _extra<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyDict>> {
+        Self::extra_dict(slf)
     }
     #[getter]
     fn _closing(&self) -> bool {
@@ -1488,6 +1694,17 @@ impl SocketTransport {
         if let Some(e) = &self.extra {
             visit.call(e)?;
         }
+        for x in [
+            &self.extra_sock,
+            &self.extra_tsock,
+            &self.extra_sockname,
+            &self.extra_peername,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            visit.call(x)?;
+        }
         Ok(())
     }
 
@@ -1498,6 +1715,10 @@ impl SocketTransport {
         self.server = None;
         self.empty_waiter = None;
         self.extra = None;
+        self.extra_sock = None;
+        self.extra_tsock = None;
+        self.extra_sockname = None;
+        self.extra_peername = None;
     }
 }
 

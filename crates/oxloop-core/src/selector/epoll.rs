@@ -76,8 +76,12 @@ impl EpollSelector {
     }
 
     fn ctl(&self, op: libc::c_int, fd: RawFd, interest: Interest) -> io::Result<()> {
+        self.ctl_bits(op, fd, epoll_bits(interest))
+    }
+
+    fn ctl_bits(&self, op: libc::c_int, fd: RawFd, events: u32) -> io::Result<()> {
         let mut ev = libc::epoll_event {
-            events: epoll_bits(interest),
+            events,
             u64: fd as u64,
         };
         // SAFETY: `ev` is a valid epoll_event (ignored by EPOLL_CTL_DEL).
@@ -132,6 +136,18 @@ impl EpollSelector {
     }
 }
 
+impl EpollSelector {
+    /// EPOLL_CTL_MOD, or EPOLL_CTL_ADD when the kernel does not know (this file under) `fd`.
+    fn mod_or_add(&self, fd: RawFd, bits: u32) -> io::Result<()> {
+        match self.ctl_bits(libc::EPOLL_CTL_MOD, fd, bits) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                self.ctl_bits(libc::EPOLL_CTL_ADD, fd, bits)
+            }
+            r => r,
+        }
+    }
+}
+
 impl Selector for EpollSelector {
     fn kind(&self) -> SelectorKind {
         SelectorKind::Epoll
@@ -142,6 +158,12 @@ impl Selector for EpollSelector {
         // Hold the table lock across the syscall so that kernel and table
         // change together with respect to other registering threads.
         let mut regs = lock(&self.regs);
+        if regs.get(fd).is_some_and(|r| r.interest.is_empty()) {
+            // A released one-shot registration: re-arm it (or add the new file).
+            self.mod_or_add(fd, epoll_bits(interest))?;
+            regs.insert(fd, Registration { token, interest });
+            return Ok(());
+        }
         self.ctl(libc::EPOLL_CTL_ADD, fd, interest)?;
         // A leftover entry (fd closed without deregistering, number reused)
         // is simply replaced: the kernel is the authority.
@@ -164,6 +186,42 @@ impl Selector for EpollSelector {
                 }
                 Err(e)
             }
+        }
+    }
+
+    fn arm_oneshot(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<bool> {
+        check_interest(interest)?;
+        let mut regs = lock(&self.regs);
+        let bits = epoll_bits(interest) | libc::EPOLLONESHOT as u32;
+        if regs.get(fd).is_some() {
+            self.mod_or_add(fd, bits)?;
+        } else {
+            match self.ctl_bits(libc::EPOLL_CTL_ADD, fd, bits) {
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    self.ctl_bits(libc::EPOLL_CTL_MOD, fd, bits)?
+                }
+                r => r?,
+            }
+        }
+        regs.insert(fd, Registration { token, interest });
+        Ok(true)
+    }
+
+    fn release_oneshot(&self, fd: RawFd) -> io::Result<()> {
+        let mut regs = lock(&self.regs);
+        match regs.get(fd) {
+            Some(r) => {
+                let token = r.token;
+                regs.insert(
+                    fd,
+                    Registration {
+                        token,
+                        interest: Interest::NONE,
+                    },
+                );
+                Ok(())
+            }
+            None => Err(errno_error(libc::ENOENT)),
         }
     }
 
@@ -234,6 +292,66 @@ mod tests {
     use std::io::Write;
     use std::os::unix::net::UnixStream;
     use std::time::Instant;
+
+    #[test]
+    fn oneshot_fires_once_then_released_and_rearmed() {
+        let sel = EpollSelector::new().unwrap();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        assert!(sel.arm_oneshot(fd, 7, Interest::READABLE).unwrap());
+        b.write_all(b"x").unwrap();
+        let mut ev = Vec::new();
+        sel.select(&mut ev, Some(Duration::ZERO)).unwrap();
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].token, 7);
+        // Disarmed: the unread byte is not reported again.
+        sel.select(&mut ev, Some(Duration::ZERO)).unwrap();
+        assert!(ev.is_empty());
+        sel.release_oneshot(fd).unwrap();
+        // A plain registration of the same fd re-arms it (the kernel still has it).
+        sel.register(fd, 8, Interest::READABLE).unwrap();
+        sel.select(&mut ev, Some(Duration::ZERO)).unwrap();
+        assert_eq!((ev.len(), ev[0].token), (1, 8));
+        sel.deregister(fd).unwrap();
+        assert!(sel.arm_oneshot(fd, 9, Interest::READABLE).unwrap());
+        sel.select(&mut ev, Some(Duration::ZERO)).unwrap();
+        assert_eq!((ev.len(), ev[0].token), (1, 9));
+        sel.release_oneshot(fd).unwrap();
+        assert!(sel.arm_oneshot(fd, 10, Interest::READABLE).unwrap());
+        sel.select(&mut ev, Some(Duration::ZERO)).unwrap();
+        assert_eq!((ev.len(), ev[0].token), (1, 10));
+        sel.release_oneshot(fd).unwrap();
+    }
+
+    #[test]
+    fn released_oneshot_of_closed_fd_then_new_file_same_number() {
+        let sel = EpollSelector::new().unwrap();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        // A duplicate keeps the old file alive after `a` is closed.
+        // SAFETY: dup of a valid fd; the result is owned below.
+        let dup = unsafe { crate::sys::owned(cvt(libc::dup(fd)).unwrap()) };
+        assert!(sel.arm_oneshot(fd, 1, Interest::READABLE).unwrap());
+        b.write_all(b"x").unwrap();
+        let mut ev = Vec::new();
+        sel.select(&mut ev, Some(Duration::ZERO)).unwrap();
+        assert_eq!(ev.len(), 1);
+        sel.release_oneshot(fd).unwrap();
+        let (c, mut d) = UnixStream::pair().unwrap();
+        drop(a);
+        // SAFETY: dup2 onto the number `a` had; `c2` owns it afterwards.
+        let c2 = unsafe { crate::sys::owned(cvt(libc::dup2(c.as_raw_fd(), fd)).unwrap()) };
+        drop(c);
+        sel.register(fd, 2, Interest::READABLE).unwrap();
+        b.write_all(b"old").unwrap();
+        sel.select(&mut ev, Some(Duration::ZERO)).unwrap();
+        assert!(ev.is_empty(), "the old file woke the new registration");
+        d.write_all(b"new").unwrap();
+        sel.select(&mut ev, Some(Duration::ZERO)).unwrap();
+        assert_eq!((ev.len(), ev[0].token), (1, 2));
+        sel.deregister(fd).unwrap();
+        drop((dup, c2));
+    }
 
     #[test]
     fn buffer_grows_when_full() {

@@ -39,7 +39,19 @@
 //! then appends at most one [`Event`] per ready fd, carrying that fd's token.
 //!
 //! * Readiness is level-triggered: data left unread makes the fd ready again
-//!   on the next call. There is no edge-triggered or one-shot mode.
+//!   on the next call. The one exception is opt-in:
+//!   [`arm_oneshot`](Selector::arm_oneshot) (epoll only; other backends
+//!   return `Ok(false)` and the caller registers normally) arms a
+//!   registration that reports at most one event and is then disarmed by the
+//!   kernel. A caller that stops watching such an fd after its event calls
+//!   [`release_oneshot`](Selector::release_oneshot): the disarmed registration
+//!   stays in the kernel (no syscall) and the next `register`, `reregister` or
+//!   `arm_oneshot` of that fd number re-arms it with `EPOLL_CTL_MOD`, falling
+//!   back to `EPOLL_CTL_ADD` when the kernel no longer knows the fd (it was
+//!   closed; a new file under the same number is a different epoll key). A
+//!   disarmed registration never reports anything, so a file closed while a
+//!   duplicate of its fd keeps it alive cannot wake the loop; it leaves the
+//!   kernel with its last fd.
 //! * Error and hang-up conditions map as in CPython: for epoll and poll, any
 //!   returned bit other than `IN` counts as writable and any bit other than
 //!   `OUT` as readable (so `ERR`/`HUP` wake both); select merges its error set
@@ -293,6 +305,16 @@ pub trait Selector: Send + Sync {
     fn reregister(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()>;
     /// Stops watching `fd`.
     fn deregister(&self, fd: RawFd) -> io::Result<()>;
+    /// Watches `fd` for one event of `interest` (see the module doc). `Ok(false)`: this
+    /// backend has no one-shot mode and nothing was done.
+    fn arm_oneshot(&self, _fd: RawFd, _token: u64, _interest: Interest) -> io::Result<bool> {
+        Ok(false)
+    }
+    /// Stops watching `fd`, whose one-shot registration has reported its event, leaving
+    /// the disarmed registration to be re-armed by the next registration of that fd.
+    fn release_oneshot(&self, fd: RawFd) -> io::Result<()> {
+        self.deregister(fd)
+    }
     /// Waits for readiness. timeout None = block forever, Some(ZERO) = just poll.
     /// Clears `events` first, then appends one Event per ready fd.
     /// On EINTR returns Err(kind Interrupted) WITHOUT retrying (the caller must run Python signal handlers first).
