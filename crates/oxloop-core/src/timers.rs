@@ -9,16 +9,44 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 struct Entry<T> {
-    when: f64,
+    /// `when` as an unsigned integer with the same order as [`f64::total_cmp`] (see
+    /// [`order_key`]): comparing two entries is then one 128-bit integer comparison.
+    key: u64,
     seq: u64,
     item: T,
 }
 
+/// Maps an `f64` to a `u64` whose unsigned order is IEEE 754 totalOrder, the order of
+/// [`f64::total_cmp`]: negative numbers (sign bit set) get every bit flipped, the others get
+/// the sign bit set. [`from_order_key`] is its inverse.
+#[inline]
+fn order_key(when: f64) -> u64 {
+    let bits = when.to_bits();
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    }
+}
+
+#[inline]
+fn from_order_key(key: u64) -> f64 {
+    f64::from_bits(if key >> 63 == 1 {
+        key & !(1 << 63)
+    } else {
+        !key
+    })
+}
+
 impl<T> Entry<T> {
+    #[inline]
+    fn rank(&self) -> u128 {
+        (u128::from(self.key) << 64) | u128::from(self.seq)
+    }
+
+    #[inline]
     fn key_cmp(&self, other: &Self) -> Ordering {
-        self.when
-            .total_cmp(&other.when)
-            .then(self.seq.cmp(&other.seq))
+        self.rank().cmp(&other.rank())
     }
 }
 
@@ -70,13 +98,17 @@ impl<T> TimerHeap<T> {
     pub fn push(&mut self, when: f64, item: T) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.heap.push(Entry { when, seq, item });
+        self.heap.push(Entry {
+            key: order_key(when),
+            seq,
+            item,
+        });
         seq
     }
 
     /// Deadline of the earliest timer.
     pub fn peek_when(&self) -> Option<f64> {
-        self.heap.peek().map(|e| e.when)
+        self.heap.peek().map(|e| from_order_key(e.key))
     }
 
     /// The earliest timer's item.
@@ -86,7 +118,7 @@ impl<T> TimerHeap<T> {
 
     /// Removes and returns the earliest timer.
     pub fn pop(&mut self) -> Option<(f64, T)> {
-        self.heap.pop().map(|e| (e.when, e.item))
+        self.heap.pop().map(|e| (from_order_key(e.key), e.item))
     }
 
     /// Number of timers.

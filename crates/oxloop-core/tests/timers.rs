@@ -98,3 +98,34 @@ fn total_cmp_semantics() {
     let items: Vec<&str> = pop_all(&mut h).into_iter().map(|(_, s)| s).collect();
     assert_eq!(items, ["-inf", "neg-zero", "zero", "inf"]);
 }
+
+#[test]
+fn order_is_total_cmp_and_whens_round_trip() {
+    let vals = [
+        3.5,
+        -0.0,
+        0.0,
+        f64::NAN,
+        -f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        -1e-300,
+        1e-300,
+        f64::MIN_POSITIVE,
+        -5e-324,
+        5e-324,
+        f64::MAX,
+        f64::MIN,
+        -2.5,
+        1234.000001,
+    ];
+    let mut h = TimerHeap::new();
+    for (i, w) in vals.iter().enumerate() {
+        h.push(*w, i);
+    }
+    let mut want: Vec<(f64, usize)> = vals.iter().copied().zip(0..).collect();
+    want.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let got = pop_all(&mut h);
+    let bits = |v: &[(f64, usize)]| v.iter().map(|(w, i)| (w.to_bits(), *i)).collect::<Vec<_>>();
+    assert_eq!(bits(&got), bits(&want));
+}

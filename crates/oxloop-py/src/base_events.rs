@@ -159,14 +159,6 @@ impl LoopCore {
             }
     }
 
-    fn check_closed(slf: &Bound<'_, Self>) -> PyResult<()> {
-        if slf.borrow().closed {
-            // asyncio's own check raises; keep the message in one place.
-            return Err(closed_error());
-        }
-        Ok(())
-    }
-
     /// Makes a Handle (or TimerHandle when `when` is given) owned by this loop.
     pub(crate) fn new_handle(
         slf: &Bound<'_, Self>,
@@ -191,11 +183,9 @@ impl LoopCore {
                 h.when = w;
                 h.scheduled = true;
                 let init = PyClassInitializer::from(h).add_subclass(TimerHandle);
-                Ok(Py::new(py, init)?
-                    .into_bound(py)
-                    .into_any()
-                    .cast_into::<Handle>()?
-                    .unbind())
+                let t = Py::new(py, init)?.into_bound(py).into_any();
+                // SAFETY: a TimerHandle is a Handle (`extends = Handle`): no type check needed.
+                Ok(unsafe { t.cast_into_unchecked::<Handle>() }.unbind())
             }
         }
     }
@@ -214,6 +204,7 @@ impl LoopCore {
         Ok(())
     }
 
+    /// `call_at` once `when` is known: the closed check, the debug checks, the timer.
     fn schedule_at(
         slf: &Bound<'_, Self>,
         when: f64,
@@ -221,7 +212,13 @@ impl LoopCore {
         args: Py<PyTuple>,
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let debug = slf.borrow().debug;
+        let (closed, debug) = {
+            let me = slf.borrow();
+            (me.closed, me.debug)
+        };
+        if closed {
+            return Err(closed_error());
+        }
         if debug {
             Self::debug_checks(slf, &callback, "call_at", true)?;
         }
@@ -680,7 +677,6 @@ impl LoopCore {
                 )))
             }
         };
-        Self::check_closed(slf)?;
         Self::schedule_at(slf, clock::monotonic() + delay, callback, args, context)
     }
 
@@ -700,7 +696,6 @@ impl LoopCore {
             return Err(pyo3::exceptions::PyAssertionError::new_err(()));
         }
         let when: f64 = when.extract()?;
-        Self::check_closed(slf)?;
         Self::schedule_at(slf, when, callback, args, context)
     }
 

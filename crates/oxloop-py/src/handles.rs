@@ -253,32 +253,44 @@ impl Handle {
             let h = slf.borrow();
             (
                 h.cancelled,
-                h.loop_.as_ref().map(|l| l.clone_ref(py)),
+                h.loop_.as_ref().map(|l| l.bind(py).clone()),
                 h.scheduled,
             )
         };
         if was_cancelled {
             return Ok(());
         }
-        if scheduled {
-            if let Some(l) = &loop_ {
-                crate::base_events::timer_handle_cancelled(l.bind(py), slf)?;
-            }
-        }
         let debug = match &loop_ {
-            Some(l) => crate::base_events::loop_debug(l.bind(py))?,
+            // An oxloop loop: count the cancelled timer and read the debug flag in one borrow.
+            Some(l) => match l.cast::<crate::base_events::LoopCore>() {
+                Ok(core) => {
+                    let mut core = core.borrow_mut();
+                    if scheduled {
+                        core.timer_cancelled_count += 1;
+                    }
+                    core.debug
+                }
+                Err(_) => {
+                    if scheduled {
+                        crate::base_events::timer_handle_cancelled(l, slf)?;
+                    }
+                    crate::base_events::loop_debug(l)?
+                }
+            },
             None => false,
         };
-        slf.borrow_mut().cancelled = true;
         if debug {
+            slf.borrow_mut().cancelled = true;
             // Keep a representation (made after marking it cancelled, as asyncio does) so that
             // "Executing <Handle cancelled ...> took ..." still names the callback.
             let repr = handle_repr(slf.as_any())?;
             slf.borrow_mut().repr = Some(Box::new(repr));
         }
-        // Drop references to the callback and its arguments to break cycles, as asyncio does.
+        // Drop references to the callback and its arguments to break cycles, as asyncio does
+        // (after the borrow: dropping them can run Python code).
         let (callback, args) = {
             let mut h = slf.borrow_mut();
+            h.cancelled = true;
             (h.callback.take(), h.args.take())
         };
         drop((callback, args));
