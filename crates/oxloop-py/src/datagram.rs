@@ -36,6 +36,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::base_events::{loop_debug, LoopCore};
 use crate::errors::to_pyerr;
+use crate::flow_control::WriteFlow;
 use crate::selector_events::add_watcher;
 use crate::transports::{
     add_writer, is_exit, loop_is_closed, polling, remove_reader, remove_writer, Data,
@@ -262,11 +263,8 @@ pub struct DatagramTransport {
     conn_lost: usize,
     closing: bool,
     paused: bool,
-    protocol_paused: bool,
-    high_water: Option<Py<PyAny>>,
-    low_water: Option<Py<PyAny>>,
-    high: f64,
-    low: f64,
+    /// Write flow control: limits and `_protocol_paused`.
+    flow: WriteFlow,
     max_size: usize,
     /// The address objects of recent senders, by raw address: a direct-mapped table of
     /// `PEER_SLOTS` slots (allocated with the first datagram).
@@ -475,10 +473,10 @@ impl DatagramTransport {
         let c = cached(py)?;
         let protocol = {
             let mut me = slf.borrow_mut();
-            if (me.write_buffer_size(c) as f64) <= me.high || me.protocol_paused {
+            let size = me.write_buffer_size(c) as f64;
+            if !me.flow.pause_needed(size) {
                 return Ok(());
             }
-            me.protocol_paused = true;
             me.protocol.as_ref().map(|p| p.clone_ref(py))
         };
         let res = match &protocol {
@@ -494,10 +492,10 @@ impl DatagramTransport {
         let c = cached(py)?;
         let protocol = {
             let mut me = slf.borrow_mut();
-            if !(me.protocol_paused && (me.write_buffer_size(c) as f64) <= me.low) {
+            let size = me.write_buffer_size(c) as f64;
+            if !me.flow.resume_needed(size) {
                 return Ok(());
             }
-            me.protocol_paused = false;
             me.protocol.as_ref().map(|p| p.clone_ref(py))
         };
         let res = match &protocol {
@@ -902,11 +900,7 @@ impl DatagramTransport {
                 conn_lost: 0,
                 closing: false,
                 paused: false,
-                protocol_paused: false,
-                high_water: Some(65536i64.into_pyobject(py)?.into_any().unbind()),
-                low_water: Some(16384i64.into_pyobject(py)?.into_any().unbind()),
-                high: 65536.0,
-                low: 16384.0,
+                flow: WriteFlow::new(py)?,
                 max_size: MAX_SIZE,
                 peers: Vec::new(),
                 last_peer: 0,
@@ -1098,8 +1092,7 @@ impl DatagramTransport {
     }
 
     fn get_write_buffer_limits(&self, py: Python<'_>) -> (Py<PyAny>, Py<PyAny>) {
-        let o = |x: &Option<Py<PyAny>>| x.as_ref().map_or_else(|| py.None(), |v| v.clone_ref(py));
-        (o(&self.low_water), o(&self.high_water))
+        self.flow.limits(py)
     }
 
     #[pyo3(signature = (high=None, low=None))]
@@ -1108,24 +1101,8 @@ impl DatagramTransport {
         high: Option<&Bound<'_, PyAny>>,
         low: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let py = slf.py();
-        let (h, l): (Bound<'_, PyAny>, Bound<'_, PyAny>) = cached(py)?
-            .write_buffer_limits
-            .bind(py)
-            .call1((high, low))?
-            .extract()?;
-        let (hf, lf): (f64, f64) = (h.extract()?, l.extract()?);
-        let old = {
-            let mut me = slf.borrow_mut();
-            me.high = hf;
-            me.low = lf;
-            (
-                me.high_water.replace(h.unbind()),
-                me.low_water.replace(l.unbind()),
-            )
-        };
-        drop(old);
-        Ok(())
+        let compute = &cached(slf.py())?.write_buffer_limits;
+        WriteFlow::set_limits(slf, compute, high, low, |me| &mut me.flow)
     }
 
     #[pyo3(signature = (high=None, low=None))]
@@ -1314,19 +1291,19 @@ impl DatagramTransport {
     }
     #[getter]
     fn _protocol_paused(&self) -> bool {
-        self.protocol_paused
+        self.flow.paused
     }
     #[setter(_protocol_paused)]
     fn set_protocol_paused_attr(&mut self, v: bool) {
-        self.protocol_paused = v;
+        self.flow.paused = v;
     }
     #[getter]
     fn _high_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.high_water.as_ref().map(|x| x.clone_ref(py))
+        self.flow.high_water(py)
     }
     #[getter]
     fn _low_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.low_water.as_ref().map(|x| x.clone_ref(py))
+        self.flow.low_water(py)
     }
     /// asyncio's `_buffer_size` counter.
     #[getter]
@@ -1357,19 +1334,13 @@ impl DatagramTransport {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        for x in [
-            &self.loop_,
-            &self.sock,
-            &self.protocol,
-            &self.address,
-            &self.high_water,
-            &self.low_water,
-        ]
-        .into_iter()
-        .flatten()
+        for x in [&self.loop_, &self.sock, &self.protocol, &self.address]
+            .into_iter()
+            .flatten()
         {
             visit.call(x)?;
         }
+        self.flow.traverse(&visit)?;
         if let Some(e) = &self.extra {
             visit.call(e)?;
         }

@@ -4,6 +4,7 @@
 mod base_events;
 mod datagram;
 mod errors;
+mod flow_control;
 mod handles;
 mod helpers;
 mod selector_events;

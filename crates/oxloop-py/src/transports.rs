@@ -33,6 +33,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::base_events::{loop_debug, LoopCore, Poller};
 use crate::errors::to_pyerr;
+use crate::flow_control::WriteFlow;
 use crate::selector_events::{add_watcher, remove_watcher};
 
 /// asyncio's `_SelectorTransport.max_size`: the most one recv() reads.
@@ -241,11 +242,8 @@ pub struct SocketTransport {
     paused: bool,
     eof: bool,
     empty_waiter: Option<Py<PyAny>>,
-    protocol_paused: bool,
-    high_water: Option<Py<PyAny>>,
-    low_water: Option<Py<PyAny>>,
-    high: f64,
-    low: f64,
+    /// Write flow control: limits and `_protocol_paused`.
+    flow: WriteFlow,
     max_size: usize,
 }
 
@@ -593,10 +591,10 @@ impl SocketTransport {
         let py = slf.py();
         let protocol = {
             let mut me = slf.borrow_mut();
-            if (me.buffer.size as f64) <= me.high || me.protocol_paused {
+            let size = me.buffer.size as f64;
+            if !me.flow.pause_needed(size) {
                 return Ok(());
             }
-            me.protocol_paused = true;
             me.protocol.as_ref().map(|p| p.clone_ref(py))
         };
         let res = match &protocol {
@@ -611,10 +609,10 @@ impl SocketTransport {
         let py = slf.py();
         let protocol = {
             let mut me = slf.borrow_mut();
-            if !(me.protocol_paused && (me.buffer.size as f64) <= me.low) {
+            let size = me.buffer.size as f64;
+            if !me.flow.resume_needed(size) {
                 return Ok(());
             }
-            me.protocol_paused = false;
             me.protocol.as_ref().map(|p| p.clone_ref(py))
         };
         let res = match &protocol {
@@ -1138,11 +1136,10 @@ impl SocketTransport {
                 paused: false,
                 eof: false,
                 empty_waiter: None,
-                protocol_paused: false,
-                high_water: Some(c.default_high.clone_ref(py)),
-                low_water: Some(c.default_low.clone_ref(py)),
-                high: 65536.0,
-                low: 16384.0,
+                flow: WriteFlow::with_objects(
+                    c.default_high.clone_ref(py),
+                    c.default_low.clone_ref(py),
+                ),
                 max_size: MAX_SIZE,
             },
         )?;
@@ -1346,8 +1343,7 @@ impl SocketTransport {
     }
 
     fn get_write_buffer_limits(&self, py: Python<'_>) -> (Py<PyAny>, Py<PyAny>) {
-        let o = |x: &Option<Py<PyAny>>| x.as_ref().map_or_else(|| py.None(), |v| v.clone_ref(py));
-        (o(&self.low_water), o(&self.high_water))
+        self.flow.limits(py)
     }
 
     #[pyo3(signature = (high=None, low=None))]
@@ -1356,24 +1352,8 @@ impl SocketTransport {
         high: Option<&Bound<'_, PyAny>>,
         low: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let py = slf.py();
-        let (h, l): (Bound<'_, PyAny>, Bound<'_, PyAny>) = cached(py)?
-            .write_buffer_limits
-            .bind(py)
-            .call1((high, low))?
-            .extract()?;
-        let (hf, lf): (f64, f64) = (h.extract()?, l.extract()?);
-        let old = {
-            let mut me = slf.borrow_mut();
-            me.high = hf;
-            me.low = lf;
-            (
-                me.high_water.replace(h.unbind()),
-                me.low_water.replace(l.unbind()),
-            )
-        };
-        drop(old);
-        Ok(())
+        let compute = &cached(slf.py())?.write_buffer_limits;
+        WriteFlow::set_limits(slf, compute, high, low, |me| &mut me.flow)
     }
 
     #[pyo3(signature = (high=None, low=None))]
@@ -1642,19 +1622,19 @@ impl SocketTransport {
     }
     #[getter]
     fn _protocol_paused(&self) -> bool {
-        self.protocol_paused
+        self.flow.paused
     }
     #[setter(_protocol_paused)]
     fn set_protocol_paused_attr(&mut self, v: bool) {
-        self.protocol_paused = v;
+        self.flow.paused = v;
     }
     #[getter]
     fn _high_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.high_water.as_ref().map(|x| x.clone_ref(py))
+        self.flow.high_water(py)
     }
     #[getter]
     fn _low_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.low_water.as_ref().map(|x| x.clone_ref(py))
+        self.flow.low_water(py)
     }
     /// A copy of the unsent data.
     #[getter]
@@ -1683,14 +1663,13 @@ impl SocketTransport {
             &self.protocol,
             &self.server,
             &self.empty_waiter,
-            &self.high_water,
-            &self.low_water,
         ]
         .into_iter()
         .flatten()
         {
             visit.call(x)?;
         }
+        self.flow.traverse(&visit)?;
         if let Some(e) = &self.extra {
             visit.call(e)?;
         }

@@ -37,6 +37,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::base_events::{loop_debug, LoopCore};
 use crate::errors::to_pyerr;
+use crate::flow_control::WriteFlow;
 use crate::transports::{add_reader, add_writer, is_exit, remove_reader, remove_writer};
 
 /// asyncio's `_UnixReadPipeTransport.max_size`: the most one read() returns.
@@ -821,11 +822,8 @@ pub struct WritePipeTransport {
     conn_lost: usize,
     /// Set when close() or write_eof() is called.
     closing: bool,
-    protocol_paused: bool,
-    high_water: Option<Py<PyAny>>,
-    low_water: Option<Py<PyAny>>,
-    high: f64,
-    low: f64,
+    /// Write flow control: limits and `_protocol_paused`.
+    flow: WriteFlow,
 }
 
 /// Data given to write(): the bytes object itself or a buffer export of the bytes-like object.
@@ -917,10 +915,10 @@ impl WritePipeTransport {
         let py = slf.py();
         let protocol = {
             let mut me = slf.borrow_mut();
-            if (me.buffer.size as f64) <= me.high || me.protocol_paused {
+            let size = me.buffer.size as f64;
+            if !me.flow.pause_needed(size) {
                 return Ok(());
             }
-            me.protocol_paused = true;
             clone_opt(py, &me.protocol)
         };
         let res = match &protocol {
@@ -935,10 +933,10 @@ impl WritePipeTransport {
         let py = slf.py();
         let protocol = {
             let mut me = slf.borrow_mut();
-            if !(me.protocol_paused && (me.buffer.size as f64) <= me.low) {
+            let size = me.buffer.size as f64;
+            if !me.flow.resume_needed(size) {
                 return Ok(());
             }
-            me.protocol_paused = false;
             clone_opt(py, &me.protocol)
         };
         let res = match &protocol {
@@ -1074,11 +1072,7 @@ impl WritePipeTransport {
                 buffer: PipeBuffer::default(),
                 conn_lost: 0,
                 closing: false,
-                protocol_paused: false,
-                high_water: Some(65536i64.into_pyobject(py)?.into_any().unbind()),
-                low_water: Some(16384i64.into_pyobject(py)?.into_any().unbind()),
-                high: 65536.0,
-                low: 16384.0,
+                flow: WriteFlow::new(py)?,
             },
         )?;
         let call_soon = r#loop.getattr(intern!(py, "call_soon"))?;
@@ -1339,8 +1333,7 @@ impl WritePipeTransport {
     // --- _FlowControlMixin ------------------------------------------------------------------
 
     fn get_write_buffer_limits(&self, py: Python<'_>) -> (Py<PyAny>, Py<PyAny>) {
-        let o = |x: &Option<Py<PyAny>>| clone_opt(py, x).unwrap_or_else(|| py.None());
-        (o(&self.low_water), o(&self.high_water))
+        self.flow.limits(py)
     }
 
     #[pyo3(signature = (high=None, low=None))]
@@ -1349,24 +1342,8 @@ impl WritePipeTransport {
         high: Option<&Bound<'_, PyAny>>,
         low: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let py = slf.py();
-        let (h, l): (Bound<'_, PyAny>, Bound<'_, PyAny>) = cached(py)?
-            .write_buffer_limits
-            .bind(py)
-            .call1((high, low))?
-            .extract()?;
-        let (hf, lf): (f64, f64) = (h.extract()?, l.extract()?);
-        let old = {
-            let mut me = slf.borrow_mut();
-            me.high = hf;
-            me.low = lf;
-            (
-                me.high_water.replace(h.unbind()),
-                me.low_water.replace(l.unbind()),
-            )
-        };
-        drop(old);
-        Ok(())
+        let compute = &cached(slf.py())?.write_buffer_limits;
+        WriteFlow::set_limits(slf, compute, high, low, |me| &mut me.flow)
     }
 
     #[pyo3(signature = (high=None, low=None))]
@@ -1436,34 +1413,29 @@ impl WritePipeTransport {
     }
     #[getter]
     fn _protocol_paused(&self) -> bool {
-        self.protocol_paused
+        self.flow.paused
     }
     #[setter(_protocol_paused)]
     fn set_protocol_paused_attr(&mut self, v: bool) {
-        self.protocol_paused = v;
+        self.flow.paused = v;
     }
     #[getter]
     fn _high_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        clone_opt(py, &self.high_water)
+        self.flow.high_water(py)
     }
     #[getter]
     fn _low_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        clone_opt(py, &self.low_water)
+        self.flow.low_water(py)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        for x in [
-            &self.loop_,
-            &self.pipe,
-            &self.protocol,
-            &self.high_water,
-            &self.low_water,
-        ]
-        .into_iter()
-        .flatten()
+        for x in [&self.loop_, &self.pipe, &self.protocol]
+            .into_iter()
+            .flatten()
         {
             visit.call(x)?;
         }
+        self.flow.traverse(&visit)?;
         if let Some(e) = &self.extra {
             visit.call(e)?;
         }
