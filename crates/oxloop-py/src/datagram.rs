@@ -35,6 +35,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyInt, PyMemoryView, PyString, P
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::base_events::{loop_debug, LoopCore};
+use crate::common::{common, deref_common, Common};
 use crate::errors::to_pyerr;
 use crate::flow_control::WriteFlow;
 use crate::selector_events::add_watcher;
@@ -54,17 +55,12 @@ const MAX_KEPT_RECV_BUFFER: usize = 1 << 20;
 const PEER_SLOTS: usize = 64;
 
 struct Cached {
+    common: &'static Common,
     transport_socket: Py<PyAny>,
-    set_result_unless_cancelled: Py<PyAny>,
-    debug: Py<PyAny>,
-    fatal_error_debug: Py<PyAny>,
     conn_lost_warning: Py<PyAny>,
-    unclosed: Py<PyAny>,
     mask_class: Py<PyAny>,
-    write_buffer_limits: Py<PyAny>,
     datagram_buffer: Py<PyAny>,
     bytes_type: Py<PyAny>,
-    log_threshold: usize,
     /// 3.9-3.12: `sendto(b'')` returns without sending anything.
     empty_returns: bool,
     /// 3.11+: `get_write_buffer_size()` is the `_buffer_size` counter (else the queue's sum).
@@ -77,6 +73,8 @@ struct Cached {
     can_pause: bool,
 }
 
+deref_common!(Cached);
+
 static CACHED: PyOnceLock<Cached> = PyOnceLock::new();
 
 fn cached(py: Python<'_>) -> PyResult<&'static Cached> {
@@ -84,17 +82,12 @@ fn cached(py: Python<'_>) -> PyResult<&'static Cached> {
         let m = py.import("oxloop._transports")?;
         let get = |name: &str| m.getattr(name).map(Bound::unbind);
         Ok(Cached {
+            common: common(py)?,
             transport_socket: get("TransportSocket")?,
-            set_result_unless_cancelled: get("set_result_unless_cancelled")?,
-            debug: get("debug")?,
-            fatal_error_debug: get("fatal_error_debug")?,
             conn_lost_warning: get("conn_lost_warning")?,
-            unclosed: get("unclosed")?,
             mask_class: get("DatagramTransport")?,
-            write_buffer_limits: get("write_buffer_limits")?,
             datagram_buffer: get("datagram_buffer")?,
             bytes_type: py.get_type::<PyBytes>().into_any().unbind(),
-            log_threshold: m.getattr("LOG_THRESHOLD_FOR_CONNLOST_WRITES")?.extract()?,
             empty_returns: m.getattr("DATAGRAM_EMPTY_RETURNS")?.is_truthy()?,
             counts_size: m.getattr("DATAGRAM_COUNTS_SIZE")?.is_truthy()?,
             header_on_queue: m.getattr("DATAGRAM_HEADER_ON_QUEUE")?.extract()?,

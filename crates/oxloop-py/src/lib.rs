@@ -2,6 +2,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod base_events;
+mod common;
 mod datagram;
 mod errors;
 mod flow_control;

@@ -32,6 +32,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyInt, PyMemoryView, PyString, P
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::base_events::{loop_debug, LoopCore, Poller};
+use crate::common::{common, deref_common, Common};
 use crate::errors::to_pyerr;
 use crate::flow_control::WriteFlow;
 use crate::selector_events::{add_watcher, remove_watcher};
@@ -45,27 +46,24 @@ const COALESCE: usize = 64 * 1024;
 const MAX_KEPT_RECV_BUFFER: usize = 1 << 20;
 
 struct Cached {
+    common: &'static Common,
     buffered_protocol: Py<PyAny>,
     transport_socket: Py<PyAny>,
     set_nodelay: Py<PyAny>,
-    set_result_unless_cancelled: Py<PyAny>,
     sendfile_try_native: Py<PyAny>,
-    debug: Py<PyAny>,
-    fatal_error_debug: Py<PyAny>,
     conn_lost_warning: Py<PyAny>,
-    unclosed: Py<PyAny>,
     detach_dead: Py<PyAny>,
     mask_class: Py<PyAny>,
     test_selector_event: Py<PyAny>,
-    write_buffer_limits: Py<PyAny>,
     /// The default high/low water marks as Python ints, shared by every transport.
     default_high: Py<PyAny>,
     default_low: Py<PyAny>,
     attach_takes_transport: bool,
-    log_threshold: usize,
     /// 3.12+: the transport has its own writelines() (scatter/gather, no join).
     own_writelines: bool,
 }
+
+deref_common!(Cached);
 
 static CACHED: PyOnceLock<Cached> = PyOnceLock::new();
 
@@ -74,23 +72,18 @@ fn cached(py: Python<'_>) -> PyResult<&'static Cached> {
         let m = py.import("oxloop._transports")?;
         let get = |name: &str| m.getattr(name).map(Bound::unbind);
         Ok(Cached {
+            common: common(py)?,
             buffered_protocol: get("BufferedProtocol")?,
             transport_socket: get("TransportSocket")?,
             set_nodelay: get("set_nodelay")?,
-            set_result_unless_cancelled: get("set_result_unless_cancelled")?,
             sendfile_try_native: get("SENDFILE_TRY_NATIVE")?,
-            debug: get("debug")?,
-            fatal_error_debug: get("fatal_error_debug")?,
             conn_lost_warning: get("conn_lost_warning")?,
-            unclosed: get("unclosed")?,
             detach_dead: get("detach_dead")?,
             mask_class: get("SocketTransport")?,
             test_selector_event: get("test_selector_event")?,
-            write_buffer_limits: get("write_buffer_limits")?,
             default_high: 65536i64.into_pyobject(py)?.into_any().unbind(),
             default_low: 16384i64.into_pyobject(py)?.into_any().unbind(),
             attach_takes_transport: m.getattr("ATTACH_TAKES_TRANSPORT")?.is_truthy()?,
-            log_threshold: m.getattr("LOG_THRESHOLD_FOR_CONNLOST_WRITES")?.extract()?,
             own_writelines: py.version_info() >= (3, 12),
         })
     })

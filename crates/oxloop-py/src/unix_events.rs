@@ -36,6 +36,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::base_events::{loop_debug, LoopCore};
+use crate::common::{common, deref_common, Common};
 use crate::errors::to_pyerr;
 use crate::flow_control::WriteFlow;
 use crate::transports::{add_reader, add_writer, is_exit, remove_reader, remove_writer};
@@ -54,17 +55,12 @@ const EVENT_READ: u8 = 1;
 const EVENT_WRITE: u8 = 2;
 
 struct Cached {
+    common: &'static Common,
     read_mask: Py<PyAny>,
     write_mask: Py<PyAny>,
-    set_result_unless_cancelled: Py<PyAny>,
-    debug: Py<PyAny>,
-    fatal_error_debug: Py<PyAny>,
     closed_by_peer: Py<PyAny>,
     conn_lost_warning: Py<PyAny>,
-    unclosed: Py<PyAny>,
     polling: Py<PyAny>,
-    write_buffer_limits: Py<PyAny>,
-    log_threshold: usize,
     /// 3.11+: `is_reading()` and `_add_reader()` on the read transport, which then starts
     /// reading only if not paused or closed by then.
     read_is_reading: bool,
@@ -73,6 +69,8 @@ struct Cached {
     reader_trick_on_fifo: bool,
 }
 
+deref_common!(Cached);
+
 static CACHED: PyOnceLock<Cached> = PyOnceLock::new();
 
 fn cached(py: Python<'_>) -> PyResult<&'static Cached> {
@@ -80,17 +78,12 @@ fn cached(py: Python<'_>) -> PyResult<&'static Cached> {
         let m = py.import("oxloop._transports")?;
         let get = |name: &str| m.getattr(name).map(Bound::unbind);
         Ok(Cached {
+            common: common(py)?,
             read_mask: get("ReadPipeTransport")?,
             write_mask: get("WritePipeTransport")?,
-            set_result_unless_cancelled: get("set_result_unless_cancelled")?,
-            debug: get("debug")?,
-            fatal_error_debug: get("fatal_error_debug")?,
             closed_by_peer: get("pipe_closed_by_peer")?,
             conn_lost_warning: get("pipe_conn_lost_warning")?,
-            unclosed: get("unclosed")?,
             polling: get("pipe_polling")?,
-            write_buffer_limits: get("write_buffer_limits")?,
-            log_threshold: m.getattr("LOG_THRESHOLD_FOR_CONNLOST_WRITES")?.extract()?,
             read_is_reading: m.getattr("PIPE_READ_IS_READING")?.is_truthy()?,
             reader_trick_on_fifo: m.getattr("PIPE_READER_TRICK_ON_FIFO")?.is_truthy()?,
         })
