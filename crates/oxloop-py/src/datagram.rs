@@ -37,7 +37,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 use crate::base_events::{loop_debug, LoopCore};
 use crate::common::{common, deref_common, Common};
 use crate::errors::to_pyerr;
-use crate::flow_control::WriteFlow;
+use crate::flow_control::{write_flow_methods, WriteFlow};
 use crate::selector_events::add_watcher;
 use crate::transports::{
     add_writer, is_exit, loop_is_closed, polling, remove_reader, remove_writer, Data,
@@ -1084,38 +1084,6 @@ impl DatagramTransport {
         Ok(self.write_buffer_size(cached(py)?))
     }
 
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> (Py<PyAny>, Py<PyAny>) {
-        self.flow.limits(py)
-    }
-
-    #[pyo3(signature = (high=None, low=None))]
-    fn _set_write_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<&Bound<'_, PyAny>>,
-        low: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        let compute = &cached(slf.py())?.write_buffer_limits;
-        WriteFlow::set_limits(slf, compute, high, low, |me| &mut me.flow)
-    }
-
-    #[pyo3(signature = (high=None, low=None))]
-    fn set_write_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<&Bound<'_, PyAny>>,
-        low: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        Self::_set_write_buffer_limits(slf, high, low)?;
-        Self::maybe_pause(slf)
-    }
-
-    fn _maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::maybe_pause(slf)
-    }
-
-    fn _maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::maybe_resume(slf)
-    }
-
     fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         Self::read_ready_(slf)
     }
@@ -1282,22 +1250,6 @@ impl DatagramTransport {
     fn _paused(&self) -> bool {
         self.paused
     }
-    #[getter]
-    fn _protocol_paused(&self) -> bool {
-        self.flow.paused
-    }
-    #[setter(_protocol_paused)]
-    fn set_protocol_paused_attr(&mut self, v: bool) {
-        self.flow.paused = v;
-    }
-    #[getter]
-    fn _high_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.flow.high_water(py)
-    }
-    #[getter]
-    fn _low_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.flow.low_water(py)
-    }
     /// asyncio's `_buffer_size` counter.
     #[getter]
     fn _buffer_size(&self) -> isize {
@@ -1352,6 +1304,8 @@ impl DatagramTransport {
         self.buffer.clear();
     }
 }
+
+write_flow_methods!(DatagramTransport);
 
 impl Drop for DatagramTransport {
     /// asyncio's `__del__`: an unclosed transport warns (ResourceWarning) and closes its socket.

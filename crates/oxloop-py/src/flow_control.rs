@@ -112,3 +112,68 @@ impl WriteFlow {
         Ok(())
     }
 }
+
+/// The Python-visible `_FlowControlMixin` methods and attributes of a transport class `$t`
+/// that has a `flow: WriteFlow` field and `maybe_pause` / `maybe_resume` functions (its own
+/// `_maybe_pause_protocol()` / `_maybe_resume_protocol()`), as one more `#[pymethods]` block.
+macro_rules! write_flow_methods {
+    ($t:ty) => {
+        #[pyo3::pymethods]
+        impl $t {
+            fn get_write_buffer_limits(
+                &self,
+                py: pyo3::Python<'_>,
+            ) -> (pyo3::Py<pyo3::PyAny>, pyo3::Py<pyo3::PyAny>) {
+                self.flow.limits(py)
+            }
+
+            #[pyo3(signature = (high=None, low=None))]
+            fn _set_write_buffer_limits(
+                slf: &pyo3::Bound<'_, Self>,
+                high: Option<&pyo3::Bound<'_, pyo3::PyAny>>,
+                low: Option<&pyo3::Bound<'_, pyo3::PyAny>>,
+            ) -> pyo3::PyResult<()> {
+                let compute = &$crate::common::common(slf.py())?.write_buffer_limits;
+                $crate::flow_control::WriteFlow::set_limits(slf, compute, high, low, |me| {
+                    &mut me.flow
+                })
+            }
+
+            #[pyo3(signature = (high=None, low=None))]
+            fn set_write_buffer_limits(
+                slf: &pyo3::Bound<'_, Self>,
+                high: Option<&pyo3::Bound<'_, pyo3::PyAny>>,
+                low: Option<&pyo3::Bound<'_, pyo3::PyAny>>,
+            ) -> pyo3::PyResult<()> {
+                Self::_set_write_buffer_limits(slf, high, low)?;
+                Self::maybe_pause(slf)
+            }
+
+            fn _maybe_pause_protocol(slf: &pyo3::Bound<'_, Self>) -> pyo3::PyResult<()> {
+                Self::maybe_pause(slf)
+            }
+
+            fn _maybe_resume_protocol(slf: &pyo3::Bound<'_, Self>) -> pyo3::PyResult<()> {
+                Self::maybe_resume(slf)
+            }
+
+            #[getter]
+            fn _protocol_paused(&self) -> bool {
+                self.flow.paused
+            }
+            #[setter(_protocol_paused)]
+            fn set_protocol_paused_attr(&mut self, v: bool) {
+                self.flow.paused = v;
+            }
+            #[getter]
+            fn _high_water(&self, py: pyo3::Python<'_>) -> Option<pyo3::Py<pyo3::PyAny>> {
+                self.flow.high_water(py)
+            }
+            #[getter]
+            fn _low_water(&self, py: pyo3::Python<'_>) -> Option<pyo3::Py<pyo3::PyAny>> {
+                self.flow.low_water(py)
+            }
+        }
+    };
+}
+pub(crate) use write_flow_methods;

@@ -34,7 +34,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 use crate::base_events::{loop_debug, LoopCore, Poller};
 use crate::common::{common, deref_common, Common};
 use crate::errors::to_pyerr;
-use crate::flow_control::WriteFlow;
+use crate::flow_control::{write_flow_methods, WriteFlow};
 use crate::selector_events::{add_watcher, remove_watcher};
 
 /// asyncio's `_SelectorTransport.max_size`: the most one recv() reads.
@@ -1335,38 +1335,6 @@ impl SocketTransport {
         self.buffer.size
     }
 
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> (Py<PyAny>, Py<PyAny>) {
-        self.flow.limits(py)
-    }
-
-    #[pyo3(signature = (high=None, low=None))]
-    fn _set_write_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<&Bound<'_, PyAny>>,
-        low: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        let compute = &cached(slf.py())?.write_buffer_limits;
-        WriteFlow::set_limits(slf, compute, high, low, |me| &mut me.flow)
-    }
-
-    #[pyo3(signature = (high=None, low=None))]
-    fn set_write_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<&Bound<'_, PyAny>>,
-        low: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        Self::_set_write_buffer_limits(slf, high, low)?;
-        Self::maybe_pause(slf)
-    }
-
-    fn _maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::maybe_pause(slf)
-    }
-
-    fn _maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::maybe_resume(slf)
-    }
-
     fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         Self::read_ready(slf)
     }
@@ -1613,22 +1581,6 @@ impl SocketTransport {
     fn _empty_waiter(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.empty_waiter.as_ref().map(|x| x.clone_ref(py))
     }
-    #[getter]
-    fn _protocol_paused(&self) -> bool {
-        self.flow.paused
-    }
-    #[setter(_protocol_paused)]
-    fn set_protocol_paused_attr(&mut self, v: bool) {
-        self.flow.paused = v;
-    }
-    #[getter]
-    fn _high_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.flow.high_water(py)
-    }
-    #[getter]
-    fn _low_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.flow.low_water(py)
-    }
     /// A copy of the unsent data.
     #[getter]
     fn _buffer<'py>(&self, py: Python<'py>) -> Bound<'py, PyByteArray> {
@@ -1693,6 +1645,8 @@ impl SocketTransport {
         self.extra_peername = None;
     }
 }
+
+write_flow_methods!(SocketTransport);
 
 impl Drop for SocketTransport {
     /// asyncio's `__del__`: an unclosed transport warns (ResourceWarning) and closes its socket.

@@ -38,7 +38,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 use crate::base_events::{loop_debug, LoopCore};
 use crate::common::{common, deref_common, Common};
 use crate::errors::to_pyerr;
-use crate::flow_control::WriteFlow;
+use crate::flow_control::{write_flow_methods, WriteFlow};
 use crate::transports::{add_reader, add_writer, is_exit, remove_reader, remove_writer};
 
 /// asyncio's `_UnixReadPipeTransport.max_size`: the most one read() returns.
@@ -1323,39 +1323,7 @@ impl WritePipeTransport {
         Ok(default.unwrap_or_else(|| py.None()))
     }
 
-    // --- _FlowControlMixin ------------------------------------------------------------------
-
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> (Py<PyAny>, Py<PyAny>) {
-        self.flow.limits(py)
-    }
-
-    #[pyo3(signature = (high=None, low=None))]
-    fn _set_write_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<&Bound<'_, PyAny>>,
-        low: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        let compute = &cached(slf.py())?.write_buffer_limits;
-        WriteFlow::set_limits(slf, compute, high, low, |me| &mut me.flow)
-    }
-
-    #[pyo3(signature = (high=None, low=None))]
-    fn set_write_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<&Bound<'_, PyAny>>,
-        low: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        Self::_set_write_buffer_limits(slf, high, low)?;
-        Self::maybe_pause(slf)
-    }
-
-    fn _maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::maybe_pause(slf)
-    }
-
-    fn _maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::maybe_resume(slf)
-    }
+    // --- _FlowControlMixin: see write_flow_methods! below ----------------------------------
 
     // --- attributes asyncio's code and tests read --------------------------------------
 
@@ -1404,22 +1372,6 @@ impl WritePipeTransport {
     fn _closing(&self) -> bool {
         self.closing
     }
-    #[getter]
-    fn _protocol_paused(&self) -> bool {
-        self.flow.paused
-    }
-    #[setter(_protocol_paused)]
-    fn set_protocol_paused_attr(&mut self, v: bool) {
-        self.flow.paused = v;
-    }
-    #[getter]
-    fn _high_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.flow.high_water(py)
-    }
-    #[getter]
-    fn _low_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.flow.low_water(py)
-    }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         for x in [&self.loop_, &self.pipe, &self.protocol]
@@ -1443,6 +1395,8 @@ impl WritePipeTransport {
         self.extra = None;
     }
 }
+
+write_flow_methods!(WritePipeTransport);
 
 impl Drop for WritePipeTransport {
     fn drop(&mut self) {
