@@ -90,6 +90,94 @@ fn cached(py: Python<'_>) -> PyResult<&'static Cached> {
     })
 }
 
+/// The methods and attributes the read and the write pipe transport share, as one more
+/// `#[pymethods]` block of `$t` (fields `protocol`, `pipe`, `loop_`, `extra`, `fileno`; a
+/// `fatal_error` function).
+macro_rules! pipe_shared_methods {
+    ($t:ty) => {
+        #[pymethods]
+        impl $t {
+            #[pyo3(signature = (exc, message="Fatal error on pipe transport"))]
+            fn _fatal_error(
+                slf: &Bound<'_, Self>,
+                exc: &Bound<'_, PyAny>,
+                message: &str,
+            ) -> PyResult<()> {
+                Self::fatal_error(slf, exc, message)
+            }
+
+            fn _call_connection_lost(
+                slf: &Bound<'_, Self>,
+                exc: &Bound<'_, PyAny>,
+            ) -> PyResult<()> {
+                let py = slf.py();
+                let protocol = clone_opt(py, &slf.borrow().protocol);
+                let res = match &protocol {
+                    Some(p) => p
+                        .call_method1(py, intern!(py, "connection_lost"), (exc,))
+                        .map(drop),
+                    None => Err(none_attr("connection_lost")),
+                };
+                // finally:
+                let pipe_obj = slf.borrow_mut().pipe.take();
+                let fin = match &pipe_obj {
+                    Some(p) => p.call_method0(py, intern!(py, "close")).map(drop),
+                    None => Err(none_attr("close")),
+                };
+                let old = {
+                    let mut me = slf.borrow_mut();
+                    (me.protocol.take(), me.loop_.take())
+                };
+                drop((pipe_obj, protocol, old));
+                fin?;
+                res
+            }
+
+            #[pyo3(signature = (name, default=None))]
+            fn get_extra_info(
+                slf: &Bound<'_, Self>,
+                name: &Bound<'_, PyAny>,
+                default: Option<Py<PyAny>>,
+            ) -> PyResult<Py<PyAny>> {
+                let py = slf.py();
+                let extra = slf.borrow().extra.as_ref().map(|e| e.clone_ref(py));
+                if let Some(extra) = extra {
+                    if let Some(v) = extra.bind(py).get_item(name)? {
+                        return Ok(v.unbind());
+                    }
+                }
+                Ok(default.unwrap_or_else(|| py.None()))
+            }
+
+            #[getter]
+            fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+                clone_opt(py, &self.loop_)
+            }
+            #[getter]
+            fn _pipe(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+                clone_opt(py, &self.pipe)
+            }
+            /// Settable, as on asyncio's transport (`_pipe = None`: no warning from the finalizer).
+            #[setter(_pipe)]
+            fn set_pipe_attr(&mut self, pipe: Option<Py<PyAny>>) {
+                self.pipe = pipe;
+            }
+            #[getter]
+            fn _fileno(&self) -> RawFd {
+                self.fileno
+            }
+            #[getter]
+            fn _protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+                clone_opt(py, &self.protocol)
+            }
+            #[getter]
+            fn _extra(&self, py: Python<'_>) -> Option<Py<PyDict>> {
+                self.extra.as_ref().map(|x| x.clone_ref(py))
+            }
+        }
+    };
+}
+
 /// An AttributeError for an attribute that asyncio would look up on `None` (a protocol, pipe
 /// or loop already released by `_call_connection_lost`).
 fn none_attr(name: &str) -> PyErr {
@@ -522,53 +610,8 @@ impl ReadPipeTransport {
         Self::close_(slf, slf.py().None().into_bound(slf.py()))
     }
 
-    #[pyo3(signature = (exc, message="Fatal error on pipe transport"))]
-    fn _fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
-        Self::fatal_error(slf, exc, message)
-    }
-
     fn _close(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
         Self::close_(slf, exc.clone())
-    }
-
-    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let protocol = clone_opt(py, &slf.borrow().protocol);
-        let res = match &protocol {
-            Some(p) => p
-                .call_method1(py, intern!(py, "connection_lost"), (exc,))
-                .map(drop),
-            None => Err(none_attr("connection_lost")),
-        };
-        // finally:
-        let pipe_obj = slf.borrow_mut().pipe.take();
-        let fin = match &pipe_obj {
-            Some(p) => p.call_method0(py, intern!(py, "close")).map(drop),
-            None => Err(none_attr("close")),
-        };
-        let old = {
-            let mut me = slf.borrow_mut();
-            (me.protocol.take(), me.loop_.take())
-        };
-        drop((pipe_obj, protocol, old));
-        fin?;
-        res
-    }
-
-    #[pyo3(signature = (name, default=None))]
-    fn get_extra_info(
-        slf: &Bound<'_, Self>,
-        name: &Bound<'_, PyAny>,
-        default: Option<Py<PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        let extra = slf.borrow().extra.as_ref().map(|e| e.clone_ref(py));
-        if let Some(extra) = extra {
-            if let Some(v) = extra.bind(py).get_item(name)? {
-                return Ok(v.unbind());
-            }
-        }
-        Ok(default.unwrap_or_else(|| py.None()))
     }
 
     /// What `isinstance()` falls back to: `oxloop._transports.ReadPipeTransport`, a subclass
@@ -577,31 +620,6 @@ impl ReadPipeTransport {
     #[getter]
     fn __class__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(cached(py)?.read_mask.clone_ref(py))
-    }
-    #[getter]
-    fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        clone_opt(py, &self.loop_)
-    }
-    #[getter]
-    fn _pipe(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        clone_opt(py, &self.pipe)
-    }
-    /// Settable, as on asyncio's transport (`_pipe = None`: no warning from the finalizer).
-    #[setter(_pipe)]
-    fn set_pipe_attr(&mut self, pipe: Option<Py<PyAny>>) {
-        self.pipe = pipe;
-    }
-    #[getter]
-    fn _fileno(&self) -> RawFd {
-        self.fileno
-    }
-    #[getter]
-    fn _protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        clone_opt(py, &self.protocol)
-    }
-    #[getter]
-    fn _extra(&self, py: Python<'_>) -> Option<Py<PyDict>> {
-        self.extra.as_ref().map(|x| x.clone_ref(py))
     }
     #[getter]
     fn _closing(&self) -> bool {
@@ -645,6 +663,8 @@ impl ReadPipeTransport {
         self.extra = None;
     }
 }
+
+pipe_shared_methods!(ReadPipeTransport);
 
 impl Drop for ReadPipeTransport {
     fn drop(&mut self) {
@@ -1271,56 +1291,11 @@ impl WritePipeTransport {
         Self::close_(slf, slf.py().None().into_bound(slf.py()))
     }
 
-    #[pyo3(signature = (exc, message="Fatal error on pipe transport"))]
-    fn _fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
-        Self::fatal_error(slf, exc, message)
-    }
-
     #[pyo3(signature = (exc=None))]
     fn _close(slf: &Bound<'_, Self>, exc: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let exc = exc.cloned().unwrap_or_else(|| py.None().into_bound(py));
         Self::close_(slf, exc)
-    }
-
-    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let protocol = clone_opt(py, &slf.borrow().protocol);
-        let res = match &protocol {
-            Some(p) => p
-                .call_method1(py, intern!(py, "connection_lost"), (exc,))
-                .map(drop),
-            None => Err(none_attr("connection_lost")),
-        };
-        // finally:
-        let pipe_obj = slf.borrow_mut().pipe.take();
-        let fin = match &pipe_obj {
-            Some(p) => p.call_method0(py, intern!(py, "close")).map(drop),
-            None => Err(none_attr("close")),
-        };
-        let old = {
-            let mut me = slf.borrow_mut();
-            (me.protocol.take(), me.loop_.take())
-        };
-        drop((pipe_obj, protocol, old));
-        fin?;
-        res
-    }
-
-    #[pyo3(signature = (name, default=None))]
-    fn get_extra_info(
-        slf: &Bound<'_, Self>,
-        name: &Bound<'_, PyAny>,
-        default: Option<Py<PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        let extra = slf.borrow().extra.as_ref().map(|e| e.clone_ref(py));
-        if let Some(extra) = extra {
-            if let Some(v) = extra.bind(py).get_item(name)? {
-                return Ok(v.unbind());
-            }
-        }
-        Ok(default.unwrap_or_else(|| py.None()))
     }
 
     // --- _FlowControlMixin: see write_flow_methods! below ----------------------------------
@@ -1333,31 +1308,6 @@ impl WritePipeTransport {
     #[getter]
     fn __class__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(cached(py)?.write_mask.clone_ref(py))
-    }
-    #[getter]
-    fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        clone_opt(py, &self.loop_)
-    }
-    #[getter]
-    fn _pipe(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        clone_opt(py, &self.pipe)
-    }
-    /// Settable, as on asyncio's transport (`_pipe = None`: no warning from the finalizer).
-    #[setter(_pipe)]
-    fn set_pipe_attr(&mut self, pipe: Option<Py<PyAny>>) {
-        self.pipe = pipe;
-    }
-    #[getter]
-    fn _fileno(&self) -> RawFd {
-        self.fileno
-    }
-    #[getter]
-    fn _protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        clone_opt(py, &self.protocol)
-    }
-    #[getter]
-    fn _extra(&self, py: Python<'_>) -> Option<Py<PyDict>> {
-        self.extra.as_ref().map(|x| x.clone_ref(py))
     }
     /// A copy of the unsent data.
     #[getter]
@@ -1397,6 +1347,8 @@ impl WritePipeTransport {
 }
 
 write_flow_methods!(WritePipeTransport);
+
+pipe_shared_methods!(WritePipeTransport);
 
 impl Drop for WritePipeTransport {
     fn drop(&mut self) {
