@@ -40,7 +40,8 @@ use crate::errors::to_pyerr;
 use crate::flow_control::{write_flow_methods, WriteFlow};
 use crate::selector_events::add_watcher;
 use crate::transports::{
-    add_writer, is_exit, loop_is_closed, polling, remove_reader, remove_writer, Data,
+    add_writer, is_exit, loop_is_closed, polling, remove_reader, remove_writer,
+    selector_transport_attrs, Data,
 };
 
 /// asyncio's `_SelectorTransport.max_size`: the most one recvfrom() reads.
@@ -1207,48 +1208,12 @@ impl DatagramTransport {
     }
 
     #[getter]
-    fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.loop_.as_ref().map(|x| x.clone_ref(py))
-    }
-    #[getter]
-    fn _sock(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.sock.as_ref().map(|x| x.clone_ref(py))
-    }
-    #[getter]
-    fn _sock_fd(&self) -> RawFd {
-        self.fd
-    }
-    #[getter]
-    fn _protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.protocol.as_ref().map(|x| x.clone_ref(py))
-    }
-    #[getter]
-    fn _protocol_connected(&self) -> bool {
-        self.protocol_connected
-    }
-    #[setter(_protocol_connected)]
-    fn set_protocol_connected_attr(&mut self, v: bool) {
-        self.protocol_connected = v;
-    }
-    #[getter]
     fn _address(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.address.as_ref().map(|x| x.clone_ref(py))
     }
     #[getter]
     fn _extra(&self, py: Python<'_>) -> Option<Py<PyDict>> {
         self.extra.as_ref().map(|x| x.clone_ref(py))
-    }
-    #[getter]
-    fn _closing(&self) -> bool {
-        self.closing
-    }
-    #[getter]
-    fn _conn_lost(&self) -> usize {
-        self.conn_lost
-    }
-    #[getter]
-    fn _paused(&self) -> bool {
-        self.paused
     }
     /// asyncio's `_buffer_size` counter.
     #[getter]
@@ -1306,6 +1271,8 @@ impl DatagramTransport {
 }
 
 write_flow_methods!(DatagramTransport);
+
+selector_transport_attrs!(DatagramTransport);
 
 impl Drop for DatagramTransport {
     /// asyncio's `__del__`: an unclosed transport warns (ResourceWarning) and closes its socket.

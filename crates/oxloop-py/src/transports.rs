@@ -45,6 +45,54 @@ const COALESCE: usize = 64 * 1024;
 /// The loop's receive buffer is kept when at most this large.
 const MAX_KEPT_RECV_BUFFER: usize = 1 << 20;
 
+/// The `_SelectorTransport` attributes the socket and the datagram transport share, as one
+/// more `#[pymethods]` block of `$t` (fields `loop_`, `sock`, `fd`, `protocol`,
+/// `protocol_connected`, `closing`, `conn_lost`, `paused`).
+macro_rules! selector_transport_attrs {
+    ($t:ty) => {
+        #[pyo3::pymethods]
+        impl $t {
+            #[getter]
+            fn _loop(&self, py: pyo3::Python<'_>) -> Option<pyo3::Py<pyo3::PyAny>> {
+                self.loop_.as_ref().map(|x| x.clone_ref(py))
+            }
+            #[getter]
+            fn _sock(&self, py: pyo3::Python<'_>) -> Option<pyo3::Py<pyo3::PyAny>> {
+                self.sock.as_ref().map(|x| x.clone_ref(py))
+            }
+            #[getter]
+            fn _sock_fd(&self) -> std::os::fd::RawFd {
+                self.fd
+            }
+            #[getter]
+            fn _protocol(&self, py: pyo3::Python<'_>) -> Option<pyo3::Py<pyo3::PyAny>> {
+                self.protocol.as_ref().map(|x| x.clone_ref(py))
+            }
+            #[getter]
+            fn _protocol_connected(&self) -> bool {
+                self.protocol_connected
+            }
+            #[setter(_protocol_connected)]
+            fn set_protocol_connected_attr(&mut self, v: bool) {
+                self.protocol_connected = v;
+            }
+            #[getter]
+            fn _closing(&self) -> bool {
+                self.closing
+            }
+            #[getter]
+            fn _conn_lost(&self) -> usize {
+                self.conn_lost
+            }
+            #[getter]
+            fn _paused(&self) -> bool {
+                self.paused
+            }
+        }
+    };
+}
+pub(crate) use selector_transport_attrs;
+
 struct Cached {
     common: &'static Common,
     buffered_protocol: Py<PyAny>,
@@ -1530,48 +1578,12 @@ impl SocketTransport {
         true
     }
     #[getter]
-    fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.loop_.as_ref().map(|x| x.clone_ref(py))
-    }
-    #[getter]
-    fn _sock(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.sock.as_ref().map(|x| x.clone_ref(py))
-    }
-    #[getter]
-    fn _sock_fd(&self) -> RawFd {
-        self.fd
-    }
-    #[getter]
-    fn _protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.protocol.as_ref().map(|x| x.clone_ref(py))
-    }
-    #[getter]
-    fn _protocol_connected(&self) -> bool {
-        self.protocol_connected
-    }
-    #[setter(_protocol_connected)]
-    fn set_protocol_connected_attr(&mut self, v: bool) {
-        self.protocol_connected = v;
-    }
-    #[getter]
     fn _server(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.server.as_ref().map(|x| x.clone_ref(py))
     }
     #[getter]
     fn _extra<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyDict>> {
         Self::extra_dict(slf)
-    }
-    #[getter]
-    fn _closing(&self) -> bool {
-        self.closing
-    }
-    #[getter]
-    fn _conn_lost(&self) -> usize {
-        self.conn_lost
-    }
-    #[getter]
-    fn _paused(&self) -> bool {
-        self.paused
     }
     #[getter]
     fn _eof(&self) -> bool {
@@ -1647,6 +1659,8 @@ impl SocketTransport {
 }
 
 write_flow_methods!(SocketTransport);
+
+selector_transport_attrs!(SocketTransport);
 
 impl Drop for SocketTransport {
     /// asyncio's `__del__`: an unclosed transport warns (ResourceWarning) and closes its socket.
