@@ -37,7 +37,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 use crate::base_events::{loop_debug, LoopCore};
 use crate::common::{common, deref_common, Common};
 use crate::errors::to_pyerr;
-use crate::flow_control::{write_flow_methods, WriteFlow};
+use crate::flow_control::{report_flow_error, write_flow_methods, WriteFlow};
 use crate::selector_events::add_watcher;
 use crate::transports::{
     add_writer, is_exit, loop_is_closed, polling, remove_reader, remove_writer,
@@ -505,23 +505,7 @@ impl DatagramTransport {
         message: &str,
         protocol: Option<Py<PyAny>>,
     ) -> PyResult<()> {
-        let py = slf.py();
-        let Err(err) = res else {
-            return Ok(());
-        };
-        if is_exit(py, &err) {
-            return Err(err);
-        }
-        let Some(loop_) = loop_of(slf) else {
-            return Err(err);
-        };
-        let ctx = PyDict::new(py);
-        ctx.set_item("message", message)?;
-        ctx.set_item("exception", err.into_value(py))?;
-        ctx.set_item("transport", slf)?;
-        ctx.set_item("protocol", protocol)?;
-        loop_.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
-        Ok(())
+        report_flow_error(slf.as_any(), res, message, protocol, || Ok(loop_of(slf)))
     }
 
     fn debug_log(slf: &Bound<'_, Self>, msg: &str) -> PyResult<()> {

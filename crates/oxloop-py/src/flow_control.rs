@@ -177,3 +177,33 @@ macro_rules! write_flow_methods {
     };
 }
 pub(crate) use write_flow_methods;
+
+/// The end of asyncio's `_maybe_pause_protocol()` / `_maybe_resume_protocol()`: `res` is the
+/// result of the protocol's `pause_writing()` / `resume_writing()`; a failure other than
+/// SystemExit/KeyboardInterrupt goes to the loop's exception handler with `message`.
+/// `loop_` gives the transport's loop (`None`: the error propagates).
+pub(crate) fn report_flow_error<'py>(
+    transport: &Bound<'py, PyAny>,
+    res: PyResult<()>,
+    message: &str,
+    protocol: Option<Py<PyAny>>,
+    loop_: impl FnOnce() -> PyResult<Option<Bound<'py, PyAny>>>,
+) -> PyResult<()> {
+    let py = transport.py();
+    let Err(err) = res else {
+        return Ok(());
+    };
+    if crate::transports::is_exit(py, &err) {
+        return Err(err);
+    }
+    let Some(loop_) = loop_()? else {
+        return Err(err);
+    };
+    let ctx = pyo3::types::PyDict::new(py);
+    ctx.set_item("message", message)?;
+    ctx.set_item("exception", err.into_value(py))?;
+    ctx.set_item("transport", transport)?;
+    ctx.set_item("protocol", protocol)?;
+    loop_.call_method1(pyo3::intern!(py, "call_exception_handler"), (ctx,))?;
+    Ok(())
+}

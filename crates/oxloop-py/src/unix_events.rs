@@ -38,7 +38,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 use crate::base_events::{loop_debug, LoopCore};
 use crate::common::{common, deref_common, Common};
 use crate::errors::to_pyerr;
-use crate::flow_control::{write_flow_methods, WriteFlow};
+use crate::flow_control::{report_flow_error, write_flow_methods, WriteFlow};
 use crate::transports::{add_reader, add_writer, is_exit, remove_reader, remove_writer};
 
 /// asyncio's `_UnixReadPipeTransport.max_size`: the most one read() returns.
@@ -966,20 +966,10 @@ impl WritePipeTransport {
         protocol: Option<Py<PyAny>>,
     ) -> PyResult<()> {
         let py = slf.py();
-        let Err(err) = res else {
-            return Ok(());
-        };
-        if is_exit(py, &err) {
-            return Err(err);
-        }
-        let loop_ = slf.borrow().loop_or_err(py, "call_exception_handler")?;
-        let ctx = PyDict::new(py);
-        ctx.set_item("message", message)?;
-        ctx.set_item("exception", err.into_value(py))?;
-        ctx.set_item("transport", slf)?;
-        ctx.set_item("protocol", protocol)?;
-        loop_.call_method1(py, intern!(py, "call_exception_handler"), (ctx,))?;
-        Ok(())
+        report_flow_error(slf.as_any(), res, message, protocol, || {
+            let loop_ = slf.borrow().loop_or_err(py, "call_exception_handler")?;
+            Ok(Some(loop_.into_bound(py)))
+        })
     }
 
     /// write() once the data is known to be non-empty bytes-like data.
