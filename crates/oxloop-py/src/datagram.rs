@@ -40,7 +40,7 @@ use crate::errors::to_pyerr;
 use crate::flow_control::{report_flow_error, write_flow_methods, WriteFlow};
 use crate::selector_events::add_watcher;
 use crate::transports::{
-    add_writer, is_exit, loop_is_closed, polling, remove_reader, remove_writer,
+    add_writer, force_close_tail, is_exit, loop_is_closed, polling, remove_reader, remove_writer,
     selector_transport_attrs, Data,
 };
 
@@ -379,16 +379,14 @@ impl DatagramTransport {
         let Some(loop_) = loop_ else {
             return Err(none_has_no("call_soon"));
         };
-        let loop_ = loop_.bind(py);
-        if had_buffer {
-            remove_writer(loop_, fd)?;
-        }
-        if !was_closing {
-            remove_reader(loop_, fd)?;
-        }
-        let cb = slf.getattr(intern!(py, "_call_connection_lost"))?;
-        loop_.call_method1(intern!(py, "call_soon"), (cb, exc))?;
-        Ok(())
+        force_close_tail(
+            slf.as_any(),
+            loop_.bind(py),
+            fd,
+            had_buffer,
+            was_closing,
+            exc,
+        )
     }
 
     /// asyncio's `close()`.

@@ -288,6 +288,29 @@ pub struct SocketTransport {
     max_size: usize,
 }
 
+/// The end of asyncio's `_SelectorTransport._force_close(exc)` once the loop is known: stop
+/// watching `fd` for writing (if data was buffered) and for reading (unless it was already
+/// closing), then `loop.call_soon(transport._call_connection_lost, exc)`.
+pub(crate) fn force_close_tail(
+    transport: &Bound<'_, PyAny>,
+    loop_: &Bound<'_, PyAny>,
+    fd: RawFd,
+    had_buffer: bool,
+    was_closing: bool,
+    exc: Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let py = transport.py();
+    if had_buffer {
+        remove_writer(loop_, fd)?;
+    }
+    if !was_closing {
+        remove_reader(loop_, fd)?;
+    }
+    let cb = transport.getattr(intern!(py, "_call_connection_lost"))?;
+    loop_.call_method1(intern!(py, "call_soon"), (cb, exc))?;
+    Ok(())
+}
+
 fn loop_of<'py>(slf: &Bound<'py, SocketTransport>) -> Option<Bound<'py, PyAny>> {
     let py = slf.py();
     slf.borrow().loop_.as_ref().map(|l| l.bind(py).clone())
@@ -583,16 +606,14 @@ impl SocketTransport {
         let Some(loop_) = loop_ else {
             return Ok(());
         };
-        let loop_ = loop_.bind(py);
-        if had_buffer {
-            remove_writer(loop_, fd)?;
-        }
-        if !was_closing {
-            remove_reader(loop_, fd)?;
-        }
-        let cb = slf.getattr(intern!(py, "_call_connection_lost"))?;
-        loop_.call_method1(intern!(py, "call_soon"), (cb, exc))?;
-        Ok(())
+        force_close_tail(
+            slf.as_any(),
+            loop_.bind(py),
+            fd,
+            had_buffer,
+            was_closing,
+            exc,
+        )
     }
 
     /// asyncio's `close()`.
