@@ -55,8 +55,9 @@ pub fn send(fd: RawFd, data: &[u8]) -> io::Result<Option<usize>> {
     retry(|| unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), SEND_FLAGS) })
 }
 
-/// One `sendmsg(2)` of up to [`MAX_IOV`] of `bufs`, in order.
-pub fn sendmsg(fd: RawFd, bufs: &[&[u8]]) -> io::Result<Option<usize>> {
+/// The iovecs of the first [`MAX_IOV`] of `bufs` and how many there are: each points into
+/// its slice, so they are valid only while `bufs` lives.
+pub(crate) fn iovecs(bufs: &[&[u8]]) -> ([libc::iovec; MAX_IOV], usize) {
     let n = bufs.len().min(MAX_IOV);
     let mut iov = [libc::iovec {
         iov_base: std::ptr::null_mut(),
@@ -68,6 +69,12 @@ pub fn sendmsg(fd: RawFd, bufs: &[&[u8]]) -> io::Result<Option<usize>> {
             iov_len: b.len(),
         };
     }
+    (iov, n)
+}
+
+/// One `sendmsg(2)` of up to [`MAX_IOV`] of `bufs`, in order.
+pub fn sendmsg(fd: RawFd, bufs: &[&[u8]]) -> io::Result<Option<usize>> {
+    let (mut iov, n) = iovecs(bufs);
     // SAFETY: an all-zero msghdr is valid (no address, no control data).
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = iov.as_mut_ptr();

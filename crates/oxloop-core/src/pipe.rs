@@ -10,7 +10,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 
-use crate::net::{retry, MAX_IOV};
+use crate::net::{iovecs, retry};
 use crate::sys::cvt;
 
 /// What `fstat` says about an fd, as far as the pipe transports care.
@@ -59,22 +59,12 @@ pub fn write(fd: RawFd, data: &[u8]) -> io::Result<Option<usize>> {
     retry(|| unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) })
 }
 
-/// One `writev(2)` of up to [`MAX_IOV`] of `bufs`, in order.
+/// One `writev(2)` of up to [`MAX_IOV`](crate::net::MAX_IOV) of `bufs`, in order.
 pub fn writev(fd: RawFd, bufs: &[&[u8]]) -> io::Result<Option<usize>> {
     if bufs.len() == 1 {
         return write(fd, bufs[0]);
     }
-    let n = bufs.len().min(MAX_IOV);
-    let mut iov = [libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; MAX_IOV];
-    for (slot, b) in iov.iter_mut().zip(bufs.iter()) {
-        *slot = libc::iovec {
-            iov_base: b.as_ptr() as *mut libc::c_void,
-            iov_len: b.len(),
-        };
-    }
+    let (iov, n) = iovecs(bufs);
     // SAFETY: `iov[..n]` describe live slices of `bufs`, which outlive the call; writev only
     // reads them.
     retry(|| unsafe { libc::writev(fd, iov.as_ptr(), n as libc::c_int) })

@@ -35,10 +35,13 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyInt, PyMemoryView, PyString, P
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::base_events::{loop_debug, LoopCore};
+use crate::common::{common, deref_common, Common};
 use crate::errors::to_pyerr;
+use crate::flow_control::{report_flow_error, write_flow_methods, WriteFlow};
 use crate::selector_events::add_watcher;
 use crate::transports::{
-    add_writer, is_exit, loop_is_closed, polling, remove_reader, remove_writer, Data,
+    add_writer, force_close_tail, is_exit, loop_is_closed, polling, remove_reader, remove_writer,
+    selector_transport_attrs, Data,
 };
 
 /// asyncio's `_SelectorTransport.max_size`: the most one recvfrom() reads.
@@ -53,17 +56,12 @@ const MAX_KEPT_RECV_BUFFER: usize = 1 << 20;
 const PEER_SLOTS: usize = 64;
 
 struct Cached {
+    common: &'static Common,
     transport_socket: Py<PyAny>,
-    set_result_unless_cancelled: Py<PyAny>,
-    debug: Py<PyAny>,
-    fatal_error_debug: Py<PyAny>,
     conn_lost_warning: Py<PyAny>,
-    unclosed: Py<PyAny>,
     mask_class: Py<PyAny>,
-    write_buffer_limits: Py<PyAny>,
     datagram_buffer: Py<PyAny>,
     bytes_type: Py<PyAny>,
-    log_threshold: usize,
     /// 3.9-3.12: `sendto(b'')` returns without sending anything.
     empty_returns: bool,
     /// 3.11+: `get_write_buffer_size()` is the `_buffer_size` counter (else the queue's sum).
@@ -76,6 +74,8 @@ struct Cached {
     can_pause: bool,
 }
 
+deref_common!(Cached);
+
 static CACHED: PyOnceLock<Cached> = PyOnceLock::new();
 
 fn cached(py: Python<'_>) -> PyResult<&'static Cached> {
@@ -83,17 +83,12 @@ fn cached(py: Python<'_>) -> PyResult<&'static Cached> {
         let m = py.import("oxloop._transports")?;
         let get = |name: &str| m.getattr(name).map(Bound::unbind);
         Ok(Cached {
+            common: common(py)?,
             transport_socket: get("TransportSocket")?,
-            set_result_unless_cancelled: get("set_result_unless_cancelled")?,
-            debug: get("debug")?,
-            fatal_error_debug: get("fatal_error_debug")?,
             conn_lost_warning: get("conn_lost_warning")?,
-            unclosed: get("unclosed")?,
             mask_class: get("DatagramTransport")?,
-            write_buffer_limits: get("write_buffer_limits")?,
             datagram_buffer: get("datagram_buffer")?,
             bytes_type: py.get_type::<PyBytes>().into_any().unbind(),
-            log_threshold: m.getattr("LOG_THRESHOLD_FOR_CONNLOST_WRITES")?.extract()?,
             empty_returns: m.getattr("DATAGRAM_EMPTY_RETURNS")?.is_truthy()?,
             counts_size: m.getattr("DATAGRAM_COUNTS_SIZE")?.is_truthy()?,
             header_on_queue: m.getattr("DATAGRAM_HEADER_ON_QUEUE")?.extract()?,
@@ -262,11 +257,8 @@ pub struct DatagramTransport {
     conn_lost: usize,
     closing: bool,
     paused: bool,
-    protocol_paused: bool,
-    high_water: Option<Py<PyAny>>,
-    low_water: Option<Py<PyAny>>,
-    high: f64,
-    low: f64,
+    /// Write flow control: limits and `_protocol_paused`.
+    flow: WriteFlow,
     max_size: usize,
     /// The address objects of recent senders, by raw address: a direct-mapped table of
     /// `PEER_SLOTS` slots (allocated with the first datagram).
@@ -387,16 +379,14 @@ impl DatagramTransport {
         let Some(loop_) = loop_ else {
             return Err(none_has_no("call_soon"));
         };
-        let loop_ = loop_.bind(py);
-        if had_buffer {
-            remove_writer(loop_, fd)?;
-        }
-        if !was_closing {
-            remove_reader(loop_, fd)?;
-        }
-        let cb = slf.getattr(intern!(py, "_call_connection_lost"))?;
-        loop_.call_method1(intern!(py, "call_soon"), (cb, exc))?;
-        Ok(())
+        force_close_tail(
+            slf.as_any(),
+            loop_.bind(py),
+            fd,
+            had_buffer,
+            was_closing,
+            exc,
+        )
     }
 
     /// asyncio's `close()`.
@@ -475,10 +465,10 @@ impl DatagramTransport {
         let c = cached(py)?;
         let protocol = {
             let mut me = slf.borrow_mut();
-            if (me.write_buffer_size(c) as f64) <= me.high || me.protocol_paused {
+            let size = me.write_buffer_size(c) as f64;
+            if !me.flow.pause_needed(size) {
                 return Ok(());
             }
-            me.protocol_paused = true;
             me.protocol.as_ref().map(|p| p.clone_ref(py))
         };
         let res = match &protocol {
@@ -494,10 +484,10 @@ impl DatagramTransport {
         let c = cached(py)?;
         let protocol = {
             let mut me = slf.borrow_mut();
-            if !(me.protocol_paused && (me.write_buffer_size(c) as f64) <= me.low) {
+            let size = me.write_buffer_size(c) as f64;
+            if !me.flow.resume_needed(size) {
                 return Ok(());
             }
-            me.protocol_paused = false;
             me.protocol.as_ref().map(|p| p.clone_ref(py))
         };
         let res = match &protocol {
@@ -513,23 +503,7 @@ impl DatagramTransport {
         message: &str,
         protocol: Option<Py<PyAny>>,
     ) -> PyResult<()> {
-        let py = slf.py();
-        let Err(err) = res else {
-            return Ok(());
-        };
-        if is_exit(py, &err) {
-            return Err(err);
-        }
-        let Some(loop_) = loop_of(slf) else {
-            return Err(err);
-        };
-        let ctx = PyDict::new(py);
-        ctx.set_item("message", message)?;
-        ctx.set_item("exception", err.into_value(py))?;
-        ctx.set_item("transport", slf)?;
-        ctx.set_item("protocol", protocol)?;
-        loop_.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
-        Ok(())
+        report_flow_error(slf.as_any(), res, message, protocol, || Ok(loop_of(slf)))
     }
 
     fn debug_log(slf: &Bound<'_, Self>, msg: &str) -> PyResult<()> {
@@ -902,11 +876,7 @@ impl DatagramTransport {
                 conn_lost: 0,
                 closing: false,
                 paused: false,
-                protocol_paused: false,
-                high_water: Some(65536i64.into_pyobject(py)?.into_any().unbind()),
-                low_water: Some(16384i64.into_pyobject(py)?.into_any().unbind()),
-                high: 65536.0,
-                low: 16384.0,
+                flow: WriteFlow::new(py)?,
                 max_size: MAX_SIZE,
                 peers: Vec::new(),
                 last_peer: 0,
@@ -1097,55 +1067,6 @@ impl DatagramTransport {
         Ok(self.write_buffer_size(cached(py)?))
     }
 
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> (Py<PyAny>, Py<PyAny>) {
-        let o = |x: &Option<Py<PyAny>>| x.as_ref().map_or_else(|| py.None(), |v| v.clone_ref(py));
-        (o(&self.low_water), o(&self.high_water))
-    }
-
-    #[pyo3(signature = (high=None, low=None))]
-    fn _set_write_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<&Bound<'_, PyAny>>,
-        low: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        let py = slf.py();
-        let (h, l): (Bound<'_, PyAny>, Bound<'_, PyAny>) = cached(py)?
-            .write_buffer_limits
-            .bind(py)
-            .call1((high, low))?
-            .extract()?;
-        let (hf, lf): (f64, f64) = (h.extract()?, l.extract()?);
-        let old = {
-            let mut me = slf.borrow_mut();
-            me.high = hf;
-            me.low = lf;
-            (
-                me.high_water.replace(h.unbind()),
-                me.low_water.replace(l.unbind()),
-            )
-        };
-        drop(old);
-        Ok(())
-    }
-
-    #[pyo3(signature = (high=None, low=None))]
-    fn set_write_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<&Bound<'_, PyAny>>,
-        low: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        Self::_set_write_buffer_limits(slf, high, low)?;
-        Self::maybe_pause(slf)
-    }
-
-    fn _maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::maybe_pause(slf)
-    }
-
-    fn _maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::maybe_resume(slf)
-    }
-
     fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         Self::read_ready_(slf)
     }
@@ -1269,64 +1190,12 @@ impl DatagramTransport {
     }
 
     #[getter]
-    fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.loop_.as_ref().map(|x| x.clone_ref(py))
-    }
-    #[getter]
-    fn _sock(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.sock.as_ref().map(|x| x.clone_ref(py))
-    }
-    #[getter]
-    fn _sock_fd(&self) -> RawFd {
-        self.fd
-    }
-    #[getter]
-    fn _protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.protocol.as_ref().map(|x| x.clone_ref(py))
-    }
-    #[getter]
-    fn _protocol_connected(&self) -> bool {
-        self.protocol_connected
-    }
-    #[setter(_protocol_connected)]
-    fn set_protocol_connected_attr(&mut self, v: bool) {
-        self.protocol_connected = v;
-    }
-    #[getter]
     fn _address(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.address.as_ref().map(|x| x.clone_ref(py))
     }
     #[getter]
     fn _extra(&self, py: Python<'_>) -> Option<Py<PyDict>> {
         self.extra.as_ref().map(|x| x.clone_ref(py))
-    }
-    #[getter]
-    fn _closing(&self) -> bool {
-        self.closing
-    }
-    #[getter]
-    fn _conn_lost(&self) -> usize {
-        self.conn_lost
-    }
-    #[getter]
-    fn _paused(&self) -> bool {
-        self.paused
-    }
-    #[getter]
-    fn _protocol_paused(&self) -> bool {
-        self.protocol_paused
-    }
-    #[setter(_protocol_paused)]
-    fn set_protocol_paused_attr(&mut self, v: bool) {
-        self.protocol_paused = v;
-    }
-    #[getter]
-    fn _high_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.high_water.as_ref().map(|x| x.clone_ref(py))
-    }
-    #[getter]
-    fn _low_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.low_water.as_ref().map(|x| x.clone_ref(py))
     }
     /// asyncio's `_buffer_size` counter.
     #[getter]
@@ -1357,19 +1226,13 @@ impl DatagramTransport {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        for x in [
-            &self.loop_,
-            &self.sock,
-            &self.protocol,
-            &self.address,
-            &self.high_water,
-            &self.low_water,
-        ]
-        .into_iter()
-        .flatten()
+        for x in [&self.loop_, &self.sock, &self.protocol, &self.address]
+            .into_iter()
+            .flatten()
         {
             visit.call(x)?;
         }
+        self.flow.traverse(&visit)?;
         if let Some(e) = &self.extra {
             visit.call(e)?;
         }
@@ -1388,6 +1251,10 @@ impl DatagramTransport {
         self.buffer.clear();
     }
 }
+
+write_flow_methods!(DatagramTransport);
+
+selector_transport_attrs!(DatagramTransport);
 
 impl Drop for DatagramTransport {
     /// asyncio's `__del__`: an unclosed transport warns (ResourceWarning) and closes its socket.

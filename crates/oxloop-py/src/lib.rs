@@ -2,8 +2,10 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod base_events;
+mod common;
 mod datagram;
 mod errors;
+mod flow_control;
 mod handles;
 mod helpers;
 mod selector_events;

@@ -32,7 +32,9 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyInt, PyMemoryView, PyString, P
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::base_events::{loop_debug, LoopCore, Poller};
+use crate::common::{common, deref_common, Common};
 use crate::errors::to_pyerr;
+use crate::flow_control::{report_flow_error, write_flow_methods, WriteFlow};
 use crate::selector_events::{add_watcher, remove_watcher};
 
 /// asyncio's `_SelectorTransport.max_size`: the most one recv() reads.
@@ -43,28 +45,73 @@ const COALESCE: usize = 64 * 1024;
 /// The loop's receive buffer is kept when at most this large.
 const MAX_KEPT_RECV_BUFFER: usize = 1 << 20;
 
+/// The `_SelectorTransport` attributes the socket and the datagram transport share, as one
+/// more `#[pymethods]` block of `$t` (fields `loop_`, `sock`, `fd`, `protocol`,
+/// `protocol_connected`, `closing`, `conn_lost`, `paused`).
+macro_rules! selector_transport_attrs {
+    ($t:ty) => {
+        #[pyo3::pymethods]
+        impl $t {
+            #[getter]
+            fn _loop(&self, py: pyo3::Python<'_>) -> Option<pyo3::Py<pyo3::PyAny>> {
+                self.loop_.as_ref().map(|x| x.clone_ref(py))
+            }
+            #[getter]
+            fn _sock(&self, py: pyo3::Python<'_>) -> Option<pyo3::Py<pyo3::PyAny>> {
+                self.sock.as_ref().map(|x| x.clone_ref(py))
+            }
+            #[getter]
+            fn _sock_fd(&self) -> std::os::fd::RawFd {
+                self.fd
+            }
+            #[getter]
+            fn _protocol(&self, py: pyo3::Python<'_>) -> Option<pyo3::Py<pyo3::PyAny>> {
+                self.protocol.as_ref().map(|x| x.clone_ref(py))
+            }
+            #[getter]
+            fn _protocol_connected(&self) -> bool {
+                self.protocol_connected
+            }
+            #[setter(_protocol_connected)]
+            fn set_protocol_connected_attr(&mut self, v: bool) {
+                self.protocol_connected = v;
+            }
+            #[getter]
+            fn _closing(&self) -> bool {
+                self.closing
+            }
+            #[getter]
+            fn _conn_lost(&self) -> usize {
+                self.conn_lost
+            }
+            #[getter]
+            fn _paused(&self) -> bool {
+                self.paused
+            }
+        }
+    };
+}
+pub(crate) use selector_transport_attrs;
+
 struct Cached {
+    common: &'static Common,
     buffered_protocol: Py<PyAny>,
     transport_socket: Py<PyAny>,
     set_nodelay: Py<PyAny>,
-    set_result_unless_cancelled: Py<PyAny>,
     sendfile_try_native: Py<PyAny>,
-    debug: Py<PyAny>,
-    fatal_error_debug: Py<PyAny>,
     conn_lost_warning: Py<PyAny>,
-    unclosed: Py<PyAny>,
     detach_dead: Py<PyAny>,
     mask_class: Py<PyAny>,
     test_selector_event: Py<PyAny>,
-    write_buffer_limits: Py<PyAny>,
     /// The default high/low water marks as Python ints, shared by every transport.
     default_high: Py<PyAny>,
     default_low: Py<PyAny>,
     attach_takes_transport: bool,
-    log_threshold: usize,
     /// 3.12+: the transport has its own writelines() (scatter/gather, no join).
     own_writelines: bool,
 }
+
+deref_common!(Cached);
 
 static CACHED: PyOnceLock<Cached> = PyOnceLock::new();
 
@@ -73,23 +120,18 @@ fn cached(py: Python<'_>) -> PyResult<&'static Cached> {
         let m = py.import("oxloop._transports")?;
         let get = |name: &str| m.getattr(name).map(Bound::unbind);
         Ok(Cached {
+            common: common(py)?,
             buffered_protocol: get("BufferedProtocol")?,
             transport_socket: get("TransportSocket")?,
             set_nodelay: get("set_nodelay")?,
-            set_result_unless_cancelled: get("set_result_unless_cancelled")?,
             sendfile_try_native: get("SENDFILE_TRY_NATIVE")?,
-            debug: get("debug")?,
-            fatal_error_debug: get("fatal_error_debug")?,
             conn_lost_warning: get("conn_lost_warning")?,
-            unclosed: get("unclosed")?,
             detach_dead: get("detach_dead")?,
             mask_class: get("SocketTransport")?,
             test_selector_event: get("test_selector_event")?,
-            write_buffer_limits: get("write_buffer_limits")?,
             default_high: 65536i64.into_pyobject(py)?.into_any().unbind(),
             default_low: 16384i64.into_pyobject(py)?.into_any().unbind(),
             attach_takes_transport: m.getattr("ATTACH_TAKES_TRANSPORT")?.is_truthy()?,
-            log_threshold: m.getattr("LOG_THRESHOLD_FOR_CONNLOST_WRITES")?.extract()?,
             own_writelines: py.version_info() >= (3, 12),
         })
     })
@@ -241,12 +283,32 @@ pub struct SocketTransport {
     paused: bool,
     eof: bool,
     empty_waiter: Option<Py<PyAny>>,
-    protocol_paused: bool,
-    high_water: Option<Py<PyAny>>,
-    low_water: Option<Py<PyAny>>,
-    high: f64,
-    low: f64,
+    /// Write flow control: limits and `_protocol_paused`.
+    flow: WriteFlow,
     max_size: usize,
+}
+
+/// The end of asyncio's `_SelectorTransport._force_close(exc)` once the loop is known: stop
+/// watching `fd` for writing (if data was buffered) and for reading (unless it was already
+/// closing), then `loop.call_soon(transport._call_connection_lost, exc)`.
+pub(crate) fn force_close_tail(
+    transport: &Bound<'_, PyAny>,
+    loop_: &Bound<'_, PyAny>,
+    fd: RawFd,
+    had_buffer: bool,
+    was_closing: bool,
+    exc: Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let py = transport.py();
+    if had_buffer {
+        remove_writer(loop_, fd)?;
+    }
+    if !was_closing {
+        remove_reader(loop_, fd)?;
+    }
+    let cb = transport.getattr(intern!(py, "_call_connection_lost"))?;
+    loop_.call_method1(intern!(py, "call_soon"), (cb, exc))?;
+    Ok(())
 }
 
 fn loop_of<'py>(slf: &Bound<'py, SocketTransport>) -> Option<Bound<'py, PyAny>> {
@@ -544,16 +606,14 @@ impl SocketTransport {
         let Some(loop_) = loop_ else {
             return Ok(());
         };
-        let loop_ = loop_.bind(py);
-        if had_buffer {
-            remove_writer(loop_, fd)?;
-        }
-        if !was_closing {
-            remove_reader(loop_, fd)?;
-        }
-        let cb = slf.getattr(intern!(py, "_call_connection_lost"))?;
-        loop_.call_method1(intern!(py, "call_soon"), (cb, exc))?;
-        Ok(())
+        force_close_tail(
+            slf.as_any(),
+            loop_.bind(py),
+            fd,
+            had_buffer,
+            was_closing,
+            exc,
+        )
     }
 
     /// asyncio's `close()`.
@@ -593,10 +653,10 @@ impl SocketTransport {
         let py = slf.py();
         let protocol = {
             let mut me = slf.borrow_mut();
-            if (me.buffer.size as f64) <= me.high || me.protocol_paused {
+            let size = me.buffer.size as f64;
+            if !me.flow.pause_needed(size) {
                 return Ok(());
             }
-            me.protocol_paused = true;
             me.protocol.as_ref().map(|p| p.clone_ref(py))
         };
         let res = match &protocol {
@@ -611,10 +671,10 @@ impl SocketTransport {
         let py = slf.py();
         let protocol = {
             let mut me = slf.borrow_mut();
-            if !(me.protocol_paused && (me.buffer.size as f64) <= me.low) {
+            let size = me.buffer.size as f64;
+            if !me.flow.resume_needed(size) {
                 return Ok(());
             }
-            me.protocol_paused = false;
             me.protocol.as_ref().map(|p| p.clone_ref(py))
         };
         let res = match &protocol {
@@ -630,23 +690,7 @@ impl SocketTransport {
         message: &str,
         protocol: Option<Py<PyAny>>,
     ) -> PyResult<()> {
-        let py = slf.py();
-        let Err(err) = res else {
-            return Ok(());
-        };
-        if is_exit(py, &err) {
-            return Err(err);
-        }
-        let Some(loop_) = loop_of(slf) else {
-            return Err(err);
-        };
-        let ctx = PyDict::new(py);
-        ctx.set_item("message", message)?;
-        ctx.set_item("exception", err.into_value(py))?;
-        ctx.set_item("transport", slf)?;
-        ctx.set_item("protocol", protocol)?;
-        loop_.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
-        Ok(())
+        report_flow_error(slf.as_any(), res, message, protocol, || Ok(loop_of(slf)))
     }
 
     fn debug_log(slf: &Bound<'_, Self>, msg: &str) -> PyResult<()> {
@@ -1138,11 +1182,10 @@ impl SocketTransport {
                 paused: false,
                 eof: false,
                 empty_waiter: None,
-                protocol_paused: false,
-                high_water: Some(c.default_high.clone_ref(py)),
-                low_water: Some(c.default_low.clone_ref(py)),
-                high: 65536.0,
-                low: 16384.0,
+                flow: WriteFlow::with_objects(
+                    c.default_high.clone_ref(py),
+                    c.default_low.clone_ref(py),
+                ),
                 max_size: MAX_SIZE,
             },
         )?;
@@ -1345,55 +1388,6 @@ impl SocketTransport {
         self.buffer.size
     }
 
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> (Py<PyAny>, Py<PyAny>) {
-        let o = |x: &Option<Py<PyAny>>| x.as_ref().map_or_else(|| py.None(), |v| v.clone_ref(py));
-        (o(&self.low_water), o(&self.high_water))
-    }
-
-    #[pyo3(signature = (high=None, low=None))]
-    fn _set_write_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<&Bound<'_, PyAny>>,
-        low: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        let py = slf.py();
-        let (h, l): (Bound<'_, PyAny>, Bound<'_, PyAny>) = cached(py)?
-            .write_buffer_limits
-            .bind(py)
-            .call1((high, low))?
-            .extract()?;
-        let (hf, lf): (f64, f64) = (h.extract()?, l.extract()?);
-        let old = {
-            let mut me = slf.borrow_mut();
-            me.high = hf;
-            me.low = lf;
-            (
-                me.high_water.replace(h.unbind()),
-                me.low_water.replace(l.unbind()),
-            )
-        };
-        drop(old);
-        Ok(())
-    }
-
-    #[pyo3(signature = (high=None, low=None))]
-    fn set_write_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<&Bound<'_, PyAny>>,
-        low: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        Self::_set_write_buffer_limits(slf, high, low)?;
-        Self::maybe_pause(slf)
-    }
-
-    fn _maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::maybe_pause(slf)
-    }
-
-    fn _maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::maybe_resume(slf)
-    }
-
     fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         Self::read_ready(slf)
     }
@@ -1589,30 +1583,6 @@ impl SocketTransport {
         true
     }
     #[getter]
-    fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.loop_.as_ref().map(|x| x.clone_ref(py))
-    }
-    #[getter]
-    fn _sock(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.sock.as_ref().map(|x| x.clone_ref(py))
-    }
-    #[getter]
-    fn _sock_fd(&self) -> RawFd {
-        self.fd
-    }
-    #[getter]
-    fn _protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.protocol.as_ref().map(|x| x.clone_ref(py))
-    }
-    #[getter]
-    fn _protocol_connected(&self) -> bool {
-        self.protocol_connected
-    }
-    #[setter(_protocol_connected)]
-    fn set_protocol_connected_attr(&mut self, v: bool) {
-        self.protocol_connected = v;
-    }
-    #[getter]
     fn _server(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.server.as_ref().map(|x| x.clone_ref(py))
     }
@@ -1621,40 +1591,12 @@ impl SocketTransport {
         Self::extra_dict(slf)
     }
     #[getter]
-    fn _closing(&self) -> bool {
-        self.closing
-    }
-    #[getter]
-    fn _conn_lost(&self) -> usize {
-        self.conn_lost
-    }
-    #[getter]
-    fn _paused(&self) -> bool {
-        self.paused
-    }
-    #[getter]
     fn _eof(&self) -> bool {
         self.eof
     }
     #[getter]
     fn _empty_waiter(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.empty_waiter.as_ref().map(|x| x.clone_ref(py))
-    }
-    #[getter]
-    fn _protocol_paused(&self) -> bool {
-        self.protocol_paused
-    }
-    #[setter(_protocol_paused)]
-    fn set_protocol_paused_attr(&mut self, v: bool) {
-        self.protocol_paused = v;
-    }
-    #[getter]
-    fn _high_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.high_water.as_ref().map(|x| x.clone_ref(py))
-    }
-    #[getter]
-    fn _low_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.low_water.as_ref().map(|x| x.clone_ref(py))
     }
     /// A copy of the unsent data.
     #[getter]
@@ -1683,14 +1625,13 @@ impl SocketTransport {
             &self.protocol,
             &self.server,
             &self.empty_waiter,
-            &self.high_water,
-            &self.low_water,
         ]
         .into_iter()
         .flatten()
         {
             visit.call(x)?;
         }
+        self.flow.traverse(&visit)?;
         if let Some(e) = &self.extra {
             visit.call(e)?;
         }
@@ -1721,6 +1662,10 @@ impl SocketTransport {
         self.extra_peername = None;
     }
 }
+
+write_flow_methods!(SocketTransport);
+
+selector_transport_attrs!(SocketTransport);
 
 impl Drop for SocketTransport {
     /// asyncio's `__del__`: an unclosed transport warns (ResourceWarning) and closes its socket.

@@ -36,7 +36,9 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::base_events::{loop_debug, LoopCore};
+use crate::common::{common, deref_common, Common};
 use crate::errors::to_pyerr;
+use crate::flow_control::{report_flow_error, write_flow_methods, WriteFlow};
 use crate::transports::{add_reader, add_writer, is_exit, remove_reader, remove_writer};
 
 /// asyncio's `_UnixReadPipeTransport.max_size`: the most one read() returns.
@@ -53,17 +55,12 @@ const EVENT_READ: u8 = 1;
 const EVENT_WRITE: u8 = 2;
 
 struct Cached {
+    common: &'static Common,
     read_mask: Py<PyAny>,
     write_mask: Py<PyAny>,
-    set_result_unless_cancelled: Py<PyAny>,
-    debug: Py<PyAny>,
-    fatal_error_debug: Py<PyAny>,
     closed_by_peer: Py<PyAny>,
     conn_lost_warning: Py<PyAny>,
-    unclosed: Py<PyAny>,
     polling: Py<PyAny>,
-    write_buffer_limits: Py<PyAny>,
-    log_threshold: usize,
     /// 3.11+: `is_reading()` and `_add_reader()` on the read transport, which then starts
     /// reading only if not paused or closed by then.
     read_is_reading: bool,
@@ -72,6 +69,8 @@ struct Cached {
     reader_trick_on_fifo: bool,
 }
 
+deref_common!(Cached);
+
 static CACHED: PyOnceLock<Cached> = PyOnceLock::new();
 
 fn cached(py: Python<'_>) -> PyResult<&'static Cached> {
@@ -79,21 +78,104 @@ fn cached(py: Python<'_>) -> PyResult<&'static Cached> {
         let m = py.import("oxloop._transports")?;
         let get = |name: &str| m.getattr(name).map(Bound::unbind);
         Ok(Cached {
+            common: common(py)?,
             read_mask: get("ReadPipeTransport")?,
             write_mask: get("WritePipeTransport")?,
-            set_result_unless_cancelled: get("set_result_unless_cancelled")?,
-            debug: get("debug")?,
-            fatal_error_debug: get("fatal_error_debug")?,
             closed_by_peer: get("pipe_closed_by_peer")?,
             conn_lost_warning: get("pipe_conn_lost_warning")?,
-            unclosed: get("unclosed")?,
             polling: get("pipe_polling")?,
-            write_buffer_limits: get("write_buffer_limits")?,
-            log_threshold: m.getattr("LOG_THRESHOLD_FOR_CONNLOST_WRITES")?.extract()?,
             read_is_reading: m.getattr("PIPE_READ_IS_READING")?.is_truthy()?,
             reader_trick_on_fifo: m.getattr("PIPE_READER_TRICK_ON_FIFO")?.is_truthy()?,
         })
     })
+}
+
+/// The methods and attributes the read and the write pipe transport share, as one more
+/// `#[pymethods]` block of `$t` (fields `protocol`, `pipe`, `loop_`, `extra`, `fileno`; a
+/// `fatal_error` function).
+macro_rules! pipe_shared_methods {
+    ($t:ty) => {
+        #[pymethods]
+        impl $t {
+            #[pyo3(signature = (exc, message="Fatal error on pipe transport"))]
+            fn _fatal_error(
+                slf: &Bound<'_, Self>,
+                exc: &Bound<'_, PyAny>,
+                message: &str,
+            ) -> PyResult<()> {
+                Self::fatal_error(slf, exc, message)
+            }
+
+            fn _call_connection_lost(
+                slf: &Bound<'_, Self>,
+                exc: &Bound<'_, PyAny>,
+            ) -> PyResult<()> {
+                let py = slf.py();
+                let protocol = clone_opt(py, &slf.borrow().protocol);
+                let res = match &protocol {
+                    Some(p) => p
+                        .call_method1(py, intern!(py, "connection_lost"), (exc,))
+                        .map(drop),
+                    None => Err(none_attr("connection_lost")),
+                };
+                // finally:
+                let pipe_obj = slf.borrow_mut().pipe.take();
+                let fin = match &pipe_obj {
+                    Some(p) => p.call_method0(py, intern!(py, "close")).map(drop),
+                    None => Err(none_attr("close")),
+                };
+                let old = {
+                    let mut me = slf.borrow_mut();
+                    (me.protocol.take(), me.loop_.take())
+                };
+                drop((pipe_obj, protocol, old));
+                fin?;
+                res
+            }
+
+            #[pyo3(signature = (name, default=None))]
+            fn get_extra_info(
+                slf: &Bound<'_, Self>,
+                name: &Bound<'_, PyAny>,
+                default: Option<Py<PyAny>>,
+            ) -> PyResult<Py<PyAny>> {
+                let py = slf.py();
+                let extra = slf.borrow().extra.as_ref().map(|e| e.clone_ref(py));
+                if let Some(extra) = extra {
+                    if let Some(v) = extra.bind(py).get_item(name)? {
+                        return Ok(v.unbind());
+                    }
+                }
+                Ok(default.unwrap_or_else(|| py.None()))
+            }
+
+            #[getter]
+            fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+                clone_opt(py, &self.loop_)
+            }
+            #[getter]
+            fn _pipe(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+                clone_opt(py, &self.pipe)
+            }
+            /// Settable, as on asyncio's transport (`_pipe = None`: no warning from the finalizer).
+            #[setter(_pipe)]
+            fn set_pipe_attr(&mut self, pipe: Option<Py<PyAny>>) {
+                self.pipe = pipe;
+            }
+            #[getter]
+            fn _fileno(&self) -> RawFd {
+                self.fileno
+            }
+            #[getter]
+            fn _protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+                clone_opt(py, &self.protocol)
+            }
+            #[getter]
+            fn _extra(&self, py: Python<'_>) -> Option<Py<PyDict>> {
+                self.extra.as_ref().map(|x| x.clone_ref(py))
+            }
+        }
+    };
 }
 
 /// An AttributeError for an attribute that asyncio would look up on `None` (a protocol, pipe
@@ -528,53 +610,8 @@ impl ReadPipeTransport {
         Self::close_(slf, slf.py().None().into_bound(slf.py()))
     }
 
-    #[pyo3(signature = (exc, message="Fatal error on pipe transport"))]
-    fn _fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
-        Self::fatal_error(slf, exc, message)
-    }
-
     fn _close(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
         Self::close_(slf, exc.clone())
-    }
-
-    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let protocol = clone_opt(py, &slf.borrow().protocol);
-        let res = match &protocol {
-            Some(p) => p
-                .call_method1(py, intern!(py, "connection_lost"), (exc,))
-                .map(drop),
-            None => Err(none_attr("connection_lost")),
-        };
-        // finally:
-        let pipe_obj = slf.borrow_mut().pipe.take();
-        let fin = match &pipe_obj {
-            Some(p) => p.call_method0(py, intern!(py, "close")).map(drop),
-            None => Err(none_attr("close")),
-        };
-        let old = {
-            let mut me = slf.borrow_mut();
-            (me.protocol.take(), me.loop_.take())
-        };
-        drop((pipe_obj, protocol, old));
-        fin?;
-        res
-    }
-
-    #[pyo3(signature = (name, default=None))]
-    fn get_extra_info(
-        slf: &Bound<'_, Self>,
-        name: &Bound<'_, PyAny>,
-        default: Option<Py<PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        let extra = slf.borrow().extra.as_ref().map(|e| e.clone_ref(py));
-        if let Some(extra) = extra {
-            if let Some(v) = extra.bind(py).get_item(name)? {
-                return Ok(v.unbind());
-            }
-        }
-        Ok(default.unwrap_or_else(|| py.None()))
     }
 
     /// What `isinstance()` falls back to: `oxloop._transports.ReadPipeTransport`, a subclass
@@ -583,31 +620,6 @@ impl ReadPipeTransport {
     #[getter]
     fn __class__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(cached(py)?.read_mask.clone_ref(py))
-    }
-    #[getter]
-    fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        clone_opt(py, &self.loop_)
-    }
-    #[getter]
-    fn _pipe(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        clone_opt(py, &self.pipe)
-    }
-    /// Settable, as on asyncio's transport (`_pipe = None`: no warning from the finalizer).
-    #[setter(_pipe)]
-    fn set_pipe_attr(&mut self, pipe: Option<Py<PyAny>>) {
-        self.pipe = pipe;
-    }
-    #[getter]
-    fn _fileno(&self) -> RawFd {
-        self.fileno
-    }
-    #[getter]
-    fn _protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        clone_opt(py, &self.protocol)
-    }
-    #[getter]
-    fn _extra(&self, py: Python<'_>) -> Option<Py<PyDict>> {
-        self.extra.as_ref().map(|x| x.clone_ref(py))
     }
     #[getter]
     fn _closing(&self) -> bool {
@@ -651,6 +663,8 @@ impl ReadPipeTransport {
         self.extra = None;
     }
 }
+
+pipe_shared_methods!(ReadPipeTransport);
 
 impl Drop for ReadPipeTransport {
     fn drop(&mut self) {
@@ -821,11 +835,8 @@ pub struct WritePipeTransport {
     conn_lost: usize,
     /// Set when close() or write_eof() is called.
     closing: bool,
-    protocol_paused: bool,
-    high_water: Option<Py<PyAny>>,
-    low_water: Option<Py<PyAny>>,
-    high: f64,
-    low: f64,
+    /// Write flow control: limits and `_protocol_paused`.
+    flow: WriteFlow,
 }
 
 /// Data given to write(): the bytes object itself or a buffer export of the bytes-like object.
@@ -917,10 +928,10 @@ impl WritePipeTransport {
         let py = slf.py();
         let protocol = {
             let mut me = slf.borrow_mut();
-            if (me.buffer.size as f64) <= me.high || me.protocol_paused {
+            let size = me.buffer.size as f64;
+            if !me.flow.pause_needed(size) {
                 return Ok(());
             }
-            me.protocol_paused = true;
             clone_opt(py, &me.protocol)
         };
         let res = match &protocol {
@@ -935,10 +946,10 @@ impl WritePipeTransport {
         let py = slf.py();
         let protocol = {
             let mut me = slf.borrow_mut();
-            if !(me.protocol_paused && (me.buffer.size as f64) <= me.low) {
+            let size = me.buffer.size as f64;
+            if !me.flow.resume_needed(size) {
                 return Ok(());
             }
-            me.protocol_paused = false;
             clone_opt(py, &me.protocol)
         };
         let res = match &protocol {
@@ -955,20 +966,10 @@ impl WritePipeTransport {
         protocol: Option<Py<PyAny>>,
     ) -> PyResult<()> {
         let py = slf.py();
-        let Err(err) = res else {
-            return Ok(());
-        };
-        if is_exit(py, &err) {
-            return Err(err);
-        }
-        let loop_ = slf.borrow().loop_or_err(py, "call_exception_handler")?;
-        let ctx = PyDict::new(py);
-        ctx.set_item("message", message)?;
-        ctx.set_item("exception", err.into_value(py))?;
-        ctx.set_item("transport", slf)?;
-        ctx.set_item("protocol", protocol)?;
-        loop_.call_method1(py, intern!(py, "call_exception_handler"), (ctx,))?;
-        Ok(())
+        report_flow_error(slf.as_any(), res, message, protocol, || {
+            let loop_ = slf.borrow().loop_or_err(py, "call_exception_handler")?;
+            Ok(Some(loop_.into_bound(py)))
+        })
     }
 
     /// write() once the data is known to be non-empty bytes-like data.
@@ -1074,11 +1075,7 @@ impl WritePipeTransport {
                 buffer: PipeBuffer::default(),
                 conn_lost: 0,
                 closing: false,
-                protocol_paused: false,
-                high_water: Some(65536i64.into_pyobject(py)?.into_any().unbind()),
-                low_water: Some(16384i64.into_pyobject(py)?.into_any().unbind()),
-                high: 65536.0,
-                low: 16384.0,
+                flow: WriteFlow::new(py)?,
             },
         )?;
         let call_soon = r#loop.getattr(intern!(py, "call_soon"))?;
@@ -1284,11 +1281,6 @@ impl WritePipeTransport {
         Self::close_(slf, slf.py().None().into_bound(slf.py()))
     }
 
-    #[pyo3(signature = (exc, message="Fatal error on pipe transport"))]
-    fn _fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
-        Self::fatal_error(slf, exc, message)
-    }
-
     #[pyo3(signature = (exc=None))]
     fn _close(slf: &Bound<'_, Self>, exc: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
@@ -1296,96 +1288,7 @@ impl WritePipeTransport {
         Self::close_(slf, exc)
     }
 
-    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let protocol = clone_opt(py, &slf.borrow().protocol);
-        let res = match &protocol {
-            Some(p) => p
-                .call_method1(py, intern!(py, "connection_lost"), (exc,))
-                .map(drop),
-            None => Err(none_attr("connection_lost")),
-        };
-        // finally:
-        let pipe_obj = slf.borrow_mut().pipe.take();
-        let fin = match &pipe_obj {
-            Some(p) => p.call_method0(py, intern!(py, "close")).map(drop),
-            None => Err(none_attr("close")),
-        };
-        let old = {
-            let mut me = slf.borrow_mut();
-            (me.protocol.take(), me.loop_.take())
-        };
-        drop((pipe_obj, protocol, old));
-        fin?;
-        res
-    }
-
-    #[pyo3(signature = (name, default=None))]
-    fn get_extra_info(
-        slf: &Bound<'_, Self>,
-        name: &Bound<'_, PyAny>,
-        default: Option<Py<PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        let extra = slf.borrow().extra.as_ref().map(|e| e.clone_ref(py));
-        if let Some(extra) = extra {
-            if let Some(v) = extra.bind(py).get_item(name)? {
-                return Ok(v.unbind());
-            }
-        }
-        Ok(default.unwrap_or_else(|| py.None()))
-    }
-
-    // --- _FlowControlMixin ------------------------------------------------------------------
-
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> (Py<PyAny>, Py<PyAny>) {
-        let o = |x: &Option<Py<PyAny>>| clone_opt(py, x).unwrap_or_else(|| py.None());
-        (o(&self.low_water), o(&self.high_water))
-    }
-
-    #[pyo3(signature = (high=None, low=None))]
-    fn _set_write_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<&Bound<'_, PyAny>>,
-        low: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        let py = slf.py();
-        let (h, l): (Bound<'_, PyAny>, Bound<'_, PyAny>) = cached(py)?
-            .write_buffer_limits
-            .bind(py)
-            .call1((high, low))?
-            .extract()?;
-        let (hf, lf): (f64, f64) = (h.extract()?, l.extract()?);
-        let old = {
-            let mut me = slf.borrow_mut();
-            me.high = hf;
-            me.low = lf;
-            (
-                me.high_water.replace(h.unbind()),
-                me.low_water.replace(l.unbind()),
-            )
-        };
-        drop(old);
-        Ok(())
-    }
-
-    #[pyo3(signature = (high=None, low=None))]
-    fn set_write_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<&Bound<'_, PyAny>>,
-        low: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        Self::_set_write_buffer_limits(slf, high, low)?;
-        Self::maybe_pause(slf)
-    }
-
-    fn _maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::maybe_pause(slf)
-    }
-
-    fn _maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::maybe_resume(slf)
-    }
+    // --- _FlowControlMixin: see write_flow_methods! below ----------------------------------
 
     // --- attributes asyncio's code and tests read --------------------------------------
 
@@ -1395,31 +1298,6 @@ impl WritePipeTransport {
     #[getter]
     fn __class__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(cached(py)?.write_mask.clone_ref(py))
-    }
-    #[getter]
-    fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        clone_opt(py, &self.loop_)
-    }
-    #[getter]
-    fn _pipe(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        clone_opt(py, &self.pipe)
-    }
-    /// Settable, as on asyncio's transport (`_pipe = None`: no warning from the finalizer).
-    #[setter(_pipe)]
-    fn set_pipe_attr(&mut self, pipe: Option<Py<PyAny>>) {
-        self.pipe = pipe;
-    }
-    #[getter]
-    fn _fileno(&self) -> RawFd {
-        self.fileno
-    }
-    #[getter]
-    fn _protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        clone_opt(py, &self.protocol)
-    }
-    #[getter]
-    fn _extra(&self, py: Python<'_>) -> Option<Py<PyDict>> {
-        self.extra.as_ref().map(|x| x.clone_ref(py))
     }
     /// A copy of the unsent data.
     #[getter]
@@ -1434,36 +1312,15 @@ impl WritePipeTransport {
     fn _closing(&self) -> bool {
         self.closing
     }
-    #[getter]
-    fn _protocol_paused(&self) -> bool {
-        self.protocol_paused
-    }
-    #[setter(_protocol_paused)]
-    fn set_protocol_paused_attr(&mut self, v: bool) {
-        self.protocol_paused = v;
-    }
-    #[getter]
-    fn _high_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        clone_opt(py, &self.high_water)
-    }
-    #[getter]
-    fn _low_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        clone_opt(py, &self.low_water)
-    }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        for x in [
-            &self.loop_,
-            &self.pipe,
-            &self.protocol,
-            &self.high_water,
-            &self.low_water,
-        ]
-        .into_iter()
-        .flatten()
+        for x in [&self.loop_, &self.pipe, &self.protocol]
+            .into_iter()
+            .flatten()
         {
             visit.call(x)?;
         }
+        self.flow.traverse(&visit)?;
         if let Some(e) = &self.extra {
             visit.call(e)?;
         }
@@ -1478,6 +1335,10 @@ impl WritePipeTransport {
         self.extra = None;
     }
 }
+
+write_flow_methods!(WritePipeTransport);
+
+pipe_shared_methods!(WritePipeTransport);
 
 impl Drop for WritePipeTransport {
     fn drop(&mut self) {
