@@ -215,3 +215,12 @@ def test_subprocess_exit_tracking_reported(report):
     assert t["pidfd"]["available"] is pidfd_works()
     assert t["child_watcher"] is False and t["sigchld_handler"] is False
     assert t["any_thread"] is True
+
+
+def test_start_tls_reported_native_where_the_tls_layer_is():
+    import oxloop
+
+    apis = oxloop.platform_support()["loops"]["SelectorEventLoop"]
+    apis = apis.get("apis", apis)
+    expected = "native" if sys.version_info >= (3, 11) else "asyncio"
+    assert apis["start_tls"]["implementation"] == expected

@@ -78,7 +78,10 @@ def _subprocess_exit_tracking() -> Dict[str, Any]:
 def _selector_loop_apis() -> Dict[str, Dict[str, Any]]:
     out = {}
     for name in _api_names():
-        impl = "native" if name in NATIVE_METHODS else "asyncio"
+        # start_tls is oxloop's own on 3.11+ (it builds the native SSLProtocol). For the other
+        # asyncio methods, which transport they create is reported under "transports".
+        native = name in NATIVE_METHODS or (name == "start_tls" and _NATIVE_TLS)
+        impl = "native" if native else "asyncio"
         out[name] = _entry(True, implementation=impl)
     if not _UNIX:
         reason = "Windows has no AF_UNIX stream sockets support in asyncio"
