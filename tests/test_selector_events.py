@@ -1625,3 +1625,482 @@ def test_sock_recv_then_reader_same_fd(loop, run):
             b.close()
 
     run(loop, main())
+
+
+# ---------------------------------------------------------------------------
+# Found by the differential fuzzer (issue 10): a pending sock_* op outlives its socket, sizes
+# from the caller, buffers changed while an op waits, odd fd numbers, closed fds per selector.
+# Each scenario runs on the loop under test and on a stock asyncio loop waiting with the same
+# selector family; the stock loop decides, except where noted (documented differences).
+
+
+def _task_outcome(t):
+    if not t.done():
+        t.cancel()
+        return "pending"
+    if t.cancelled():
+        return "cancelled"
+    e = t.exception()
+    if e is not None:
+        return ("error", type(e), getattr(e, "errno", None))
+    return ("result", t.result())
+
+
+class _Sockets:
+    """The sockets a scenario made: whatever happens to the scenario, the fd numbers are
+    unwatched and the sockets closed afterwards (a failing select() stops the coroutine)."""
+
+    def __init__(self):
+        self.socks = []
+        self.fds = set()
+
+    def pair(self):
+        a, b = socket.socketpair()
+        self.add(a, b)
+        return a, b
+
+    def add(self, *socks):
+        for s in socks:
+            self.socks.append(s)
+            self.fds.add(s.fileno())
+
+    def cleanup(self, lp):
+        for fd in self.fds:
+            for m in (lp.remove_reader, lp.remove_writer):
+                try:
+                    m(fd)
+                except Exception:
+                    pass
+        for s in self.socks:
+            s.close()
+
+
+def _scenario_outcome(lp, scenario):
+    """Run scenario(loop, sockets) as the loop's main coroutine: its value, or what it
+    raised."""
+    socks = _Sockets()
+    try:
+        return ("done", lp.run_until_complete(asyncio.wait_for(scenario(lp, socks), 10)))
+    except Exception as e:  # e.g. SelectSelector.select() failing with EBADF
+        return ("loop raised", type(e), getattr(e, "errno", None))
+    finally:
+        socks.cleanup(lp)
+        for t in asyncio.all_tasks(lp):
+            t.cancel()
+        lp.run_until_complete(asyncio.sleep(0))
+
+
+def _stock_outcome(loop_factory, scenario):
+    stock = loop_factory.new_stock_loop()
+    try:
+        return _scenario_outcome(stock, scenario)
+    finally:
+        stock.close()
+
+
+EBADF = ("error", OSError, errno.EBADF)
+
+
+async def _recv_then_close_and_reuse(loop, socks):
+    """F1: sock_recv pending on a; a closed; c takes a's fd number and gets data."""
+    a, b = socks.pair()
+    a.setblocking(False)
+    fd = a.fileno()
+    t1 = loop.create_task(loop.sock_recv(a, 100))
+    await asyncio.sleep(0)
+    a.close()
+    b.close()
+    c, d = socks.pair()
+    assert fd in (c.fileno(), d.fileno())
+    if d.fileno() == fd:
+        c, d = d, c
+    c.setblocking(False)
+    d.send(b"for-c")
+    await asyncio.sleep(0.05)
+    out = _task_outcome(t1)
+    # c's data is still there for c: nothing else read it
+    assert c.recv(100) == b"for-c"
+    return out
+
+
+def test_pending_sock_recv_never_reads_the_socket_that_reused_its_fd(loop_factory, loop):
+    expected = _stock_outcome(loop_factory, _recv_then_close_and_reuse)
+    got = _scenario_outcome(loop, _recv_then_close_and_reuse)
+    assert got == expected
+    # asyncio's epoll lost the closed fd's registration: the op waits forever; poll and
+    # select see the fd ready and the op's recv on the closed socket fails with EBADF.
+    assert expected == ("done", "pending" if loop_factory.selector_name == "epoll" else EBADF)
+
+
+async def _sendall_then_close_and_reuse(loop, socks):
+    """F1: sock_sendall pending on a full a; a closed; c takes a's fd number."""
+    a, b = socks.pair()
+    a.setblocking(False)
+    fd = a.fileno()
+    t1 = loop.create_task(loop.sock_sendall(a, b"x" * 10_000_000))
+    await asyncio.sleep(0)
+    a.close()
+    b.close()
+    c, d = socks.pair()
+    if d.fileno() == fd:
+        c, d = d, c
+    assert c.fileno() == fd
+    c.setblocking(False)
+    d.setblocking(False)
+    await asyncio.sleep(0.05)
+    out = _task_outcome(t1)
+    with pytest.raises(BlockingIOError):
+        d.recv(100)  # not one byte reached the new socket
+    return out
+
+
+def test_pending_sock_sendall_never_writes_the_socket_that_reused_its_fd(loop_factory, loop):
+    expected = _stock_outcome(loop_factory, _sendall_then_close_and_reuse)
+    got = _scenario_outcome(loop, _sendall_then_close_and_reuse)
+    assert got == expected
+    assert expected == ("done", "pending" if loop_factory.selector_name == "epoll" else EBADF)
+
+
+async def _recv_then_close_with_dup_alive(loop, socks):
+    """F1: the closed socket's file stays open through a dup and becomes readable."""
+    a, b = socks.pair()
+    a.setblocking(False)
+    t1 = loop.create_task(loop.sock_recv(a, 100))
+    await asyncio.sleep(0)
+    a2 = a.dup()
+    socks.add(a2)
+    a.close()
+    b.send(b"x")
+    await asyncio.sleep(0.05)
+    out = _task_outcome(t1)
+    assert a2.recv(100) == b"x"  # the byte was left for the dup
+    return out
+
+
+def test_pending_sock_recv_on_closed_socket_whose_file_lives_on(loop_factory, loop):
+    expected = _stock_outcome(loop_factory, _recv_then_close_with_dup_alive)
+    got = _scenario_outcome(loop, _recv_then_close_with_dup_alive)
+    assert got == expected
+    if loop_factory.selector_name == "select":
+        # select(2) itself fails on the closed fd, out of run_forever
+        assert expected == ("loop raised", OSError, errno.EBADF)
+    else:
+        assert expected == ("done", EBADF)
+
+
+async def _recv_on_new_socket_after_stale_op(loop, socks):
+    """F4: a pending op's socket closed; a new sock_recv on the socket reusing the fd."""
+    a, b = socks.pair()
+    a.setblocking(False)
+    fd = a.fileno()
+    t1 = loop.create_task(loop.sock_recv(a, 100))
+    await asyncio.sleep(0)
+    a.close()
+    b.close()
+    await asyncio.sleep(0.01)
+    c, d = socks.pair()
+    if d.fileno() == fd:
+        c, d = d, c
+    c.setblocking(False)
+    t2 = loop.create_task(loop.sock_recv(c, 100))
+    await asyncio.sleep(0)
+    d.send(b"for-c")
+    await asyncio.sleep(0.05)
+    return _task_outcome(t1), _task_outcome(t2)
+
+
+def test_sock_recv_on_socket_reusing_fd_of_stale_op(loop_factory, loop):
+    expected = _stock_outcome(loop_factory, _recv_on_new_socket_after_stale_op)
+    got = _scenario_outcome(loop, _recv_on_new_socket_after_stale_op)
+    sel = loop_factory.selector_name
+    if sel == "epoll":
+        # Stock epoll keeps its stale key and never registers the new file: the new op
+        # waits forever. oxloop completes it (documented: it does strictly more).
+        assert expected == ("done", ("pending", "pending"))
+        if loop_factory.is_oxloop and loop_factory.id != "oxloop-pyselector":
+            assert got == ("done", ("pending", ("result", b"for-c")))
+        else:
+            assert got == expected
+    else:
+        assert got == expected
+        if sel == "poll":
+            assert expected == ("done", (EBADF, ("result", b"for-c")))
+        else:  # select(2) fails on the fd closed in between
+            assert expected == ("loop raised", OSError, errno.EBADF)
+
+
+async def _add_reader_on_closed_fd_with_pending_op(loop, socks):
+    """F5: add_reader(fd) of a closed socket that still had a pending sock op."""
+    a, b = socks.pair()
+    a.setblocking(False)
+    fd = a.fileno()
+    t1 = loop.create_task(loop.sock_recv(a, 100))
+    await asyncio.sleep(0)
+    a.close()
+    b.close()
+    try:
+        r = loop.add_reader(fd, noop)
+        return ("add_reader", r, loop.remove_reader(fd))
+    except Exception as e:
+        return ("add_reader raised", type(e), getattr(e, "errno", None))
+    finally:
+        t1.cancel()
+
+
+def test_add_reader_on_closed_fd_of_pending_sock_op(loop_factory, loop):
+    expected = _stock_outcome(loop_factory, _add_reader_on_closed_fd_with_pending_op)
+    got = _scenario_outcome(loop, _add_reader_on_closed_fd_with_pending_op)
+    assert got == expected == ("done", ("add_reader", None, True))
+
+
+_HUGE_RECV_CHILD = r"""
+import asyncio, selectors, socket, sys
+kind, n = sys.argv[1], int(sys.argv[2])
+if kind == "asyncio":
+    loop = asyncio.SelectorEventLoop()
+else:
+    import oxloop
+    loop = (oxloop.SelectorEventLoop(selectors.DefaultSelector()) if kind == "oxloop-pyselector"
+            else oxloop.SelectorEventLoop(kind.split("-")[1]))
+async def main(data_first):
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    try:
+        if data_first:
+            b.send(b"x")
+        try:
+            await loop.sock_recv(a, n)
+        except MemoryError:
+            return "MemoryError"
+        return "no error"
+    finally:
+        a.close(); b.close()
+print(loop.run_until_complete(main(False)), loop.run_until_complete(main(True)))
+loop.close()
+"""
+
+
+@pytest.mark.parametrize("n", [2**40, 2**50])
+def test_sock_recv_of_huge_size_is_memory_error(loop_factory, n):
+    """F3: recv(n) allocates n bytes first; when that fails it is MemoryError, never an
+    abort of the process. Run in a child process: a regression would kill the test run."""
+    import subprocess
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    r = subprocess.run([sys.executable, "-c", _HUGE_RECV_CHILD, loop_factory.id, str(n)],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["MemoryError", "MemoryError"]
+
+
+def test_sock_recv_of_large_size_gets_what_arrived(loop, run, pair):
+    """Sizes above the loop's kept buffer (1 MiB) take a buffer of their own."""
+    a, b = pair
+
+    async def main():
+        loop.call_later(0.01, b.send, b"late")
+        first = await loop.sock_recv(a, 64 * 1024 * 1024)
+        b.send(b"now")
+        await asyncio.sleep(0.01)
+        return first, await loop.sock_recv(a, 3 * 1024 * 1024)
+
+    assert run(loop, main()) == (b"late", b"now")
+
+
+def test_sock_recv_into_buffer_resized_while_pending(loop, run, pair):
+    """F7: asyncio holds no export of the buffer between attempts (it calls
+    sock.recv_into(buf) each time): a bytearray may grow meanwhile."""
+    a, b = pair
+
+    async def main():
+        buf = bytearray(10)
+        t = loop.create_task(loop.sock_recv_into(a, buf))
+        await asyncio.sleep(0)
+        buf.extend(b"123")
+        b.send(b"x")
+        return await asyncio.wait_for(t, 5), bytes(buf)
+
+    assert run(loop, main()) == (1, b"x" + b"\0" * 9 + b"123")
+
+
+def test_sock_recv_into_memoryview_released_while_pending(loop, run, pair):
+    """F7: the release is allowed; the op then fails as recv_into(released view) does, and
+    writes nothing."""
+    a, b = pair
+
+    async def main():
+        buf = bytearray(10)
+        m = memoryview(buf)
+        t = loop.create_task(loop.sock_recv_into(a, m))
+        await asyncio.sleep(0)
+        m.release()
+        b.send(b"x")
+        with pytest.raises(TypeError, match="recv_into"):
+            await asyncio.wait_for(t, 5)
+        assert a.recv(10) == b"x"  # still there: nothing was read
+        return bytes(buf)
+
+    assert run(loop, main()) == b"\0" * 10
+
+
+def test_sock_sendall_memoryview_released_while_pending(loop, run, pair):
+    """F7: asyncio sends from its own memoryview(data): the caller may release its view and
+    every byte still goes out."""
+    a, b = pair
+    data = bytes(range(256)) * (40 * 1024)  # 10 MiB: more than the socket buffers take
+
+    async def main():
+        m = memoryview(bytearray(data))
+        t = loop.create_task(loop.sock_sendall(a, m))
+        await asyncio.sleep(0)
+        assert not t.done()
+        m.release()
+        got = bytearray()
+        while len(got) < len(data):
+            try:
+                got += b.recv(1 << 20)
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
+        await asyncio.wait_for(t, 5)
+        return bytes(got) == data
+
+    assert run(loop, main())
+
+
+def test_sock_sendall_bytearray_cannot_be_resized_while_pending(loop, run, pair):
+    """As asyncio: its memoryview(data) keeps the bytearray from resizing."""
+    a, b = pair
+
+    async def main():
+        buf = bytearray(b"y" * 10_000_000)
+        t = loop.create_task(loop.sock_sendall(a, buf))
+        await asyncio.sleep(0)
+        assert not t.done()
+        with pytest.raises(BufferError):
+            del buf[100:]
+        t.cancel()
+        await asyncio.sleep(0)
+
+    run(loop, main())
+
+
+class _FilenoReturns:
+    def __init__(self, value):
+        self.value = value
+
+    def fileno(self):
+        return self.value
+
+
+def _fd_call_outcome(lp, method, fileobj):
+    try:
+        r = getattr(lp, method)(fileobj, *((noop,) if method.startswith("add") else ()))
+    except Exception as e:
+        return ("raises", type(e), str(e) if isinstance(e, OverflowError) else None)
+    finally:
+        for m in ("remove_reader", "remove_writer"):
+            try:
+                getattr(lp, m)(fileobj)
+            except Exception:
+                pass
+    return ("returns", r)
+
+
+@pytest.mark.parametrize("method", ["add_reader", "add_writer", "remove_reader",
+                                    "remove_writer"])
+@pytest.mark.parametrize("fd", [2**31, 2**63, 2**70, -1, -2**70])
+def test_fd_numbers_beyond_c_int(loop_factory, loop, method, fd):
+    """F13: asyncio keeps an fd as a Python int: remove_* of a number never registered is
+    False, add_* raises select.epoll/poll's OverflowError. Stock SelectSelector accepts any
+    number and fails in select() later; oxloop's select refuses it at the call with the
+    ValueError of an fd beyond FD_SETSIZE (documented)."""
+    stock = loop_factory.new_stock_loop()
+    try:
+        expected = _fd_call_outcome(stock, method, fd)
+    finally:
+        stock.close()
+    got = _fd_call_outcome(loop, method, fd)
+    if (loop_factory.is_oxloop and loop_factory.selector_name == "select"
+            and method.startswith("add") and fd > 0
+            and loop_factory.id != "oxloop-pyselector"):
+        assert expected == ("returns", None)
+        assert got == ("raises", ValueError, None)
+    else:
+        assert got == expected
+
+
+@pytest.mark.parametrize("value", ["{fd}", "{fd}.0", "float", "True", "x", "None", "-1"])
+def test_fileno_converted_with_int(loop_factory, loop, pair, value):
+    """F13: asyncio's selectors take int(fileobj.fileno()): "5" and 5.0 are accepted."""
+    a, b = pair
+    fd = a.fileno()
+    v = {"{fd}": str(fd), "{fd}.0": f"{fd}.0", "float": float(fd), "True": True, "x": "x",
+         "None": None, "-1": -1}[value]
+    outcomes = []
+    for lp in (loop_factory.new_stock_loop(), loop):
+        try:
+            outcomes.append(tuple(_fd_call_outcome(lp, m, _FilenoReturns(v))
+                                  for m in ("add_reader", "remove_reader")))
+        finally:
+            if lp is not loop:
+                lp.close()
+    assert outcomes[1] == outcomes[0]
+
+
+async def _closed_fd_watched(loop, socks):
+    """F14: add_reader of an fd that is closed (nothing reuses it)."""
+    a, b = socks.pair()
+    fd = a.fileno()
+    a.close()
+    hits = []
+    try:
+        loop.add_reader(fd, hits.append, 1)
+    except OSError as e:
+        return ("add_reader raised", type(e), e.errno)
+    await asyncio.sleep(0.01)
+    return ("ran", bool(hits), loop.remove_reader(fd))
+
+
+def test_closed_fd_watched_like_stock_per_selector(loop_factory, loop):
+    """F14: stock epoll refuses a closed fd (EBADF), stock poll accepts it and reports it
+    ready (POLLNVAL) on every iteration; stock select accepts it and select() then fails
+    out of run_forever on every iteration: oxloop's select refuses it at the call with that
+    same OSError(EBADF) instead (documented)."""
+    expected = _stock_outcome(loop_factory, _closed_fd_watched)
+    got = _scenario_outcome(loop, _closed_fd_watched)
+    sel = loop_factory.selector_name
+    if sel == "select":
+        assert expected == ("loop raised", OSError, errno.EBADF)
+        assert got == ("done", ("add_reader raised", OSError, errno.EBADF))
+    else:
+        assert got == expected
+        assert expected == ("done", ("add_reader raised", OSError, errno.EBADF) if sel == "epoll"
+                            else ("ran", True, True))
+
+
+def test_add_writer_on_closed_registered_socket_object(loop_factory, loop):
+    """F14: the socket object itself registered for reading, then closed: add_writer finds
+    its key (asyncio's lookup fallback) and then modifies it: epoll's modify fails with EBADF,
+    poll's succeeds, select's unregister + register(sock) fails with ValueError."""
+    def outcome(lp):
+        a, b = socket.socketpair()
+        try:
+            lp.add_reader(a, noop)
+            a.close()
+            res = []
+            for m, args in (("add_writer", (noop,)), ("remove_writer", ()),
+                            ("remove_reader", ())):
+                try:
+                    res.append(("returns", getattr(lp, m)(a, *args)))
+                except Exception as e:
+                    res.append(("raises", type(e), getattr(e, "errno", None)))
+            return res
+        finally:
+            b.close()
+
+    stock = loop_factory.new_stock_loop()
+    try:
+        expected = outcome(stock)
+    finally:
+        stock.close()
+    assert outcome(loop) == expected

@@ -115,34 +115,43 @@ pub(crate) fn selector_kinds() -> Vec<(&'static str, bool)> {
     .collect()
 }
 
-/// `selectors._fileobj_to_fd`, plus the fallback of `_fileobj_lookup`: an object that no
-/// longer has a valid fileno() (a closed socket) is found among the registered ones.
-fn fileobj_lookup(core: &LoopCore, fileobj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+/// A watched fd number as `selectors._fileobj_to_fd` gives it: any non-negative Python int.
+/// Numbers beyond a C int can name no open file.
+#[derive(Clone, Copy)]
+enum FdNum {
+    Fd(RawFd),
+    TooLarge,
+}
+
+/// `selectors._fileobj_lookup`: `_fileobj_to_fd`, plus its fallback: an object that no longer
+/// has a valid fileno() (a closed socket) is found among the registered ones.
+fn fileobj_lookup(core: &LoopCore, fileobj: &Bound<'_, PyAny>) -> PyResult<FdNum> {
     match fileobj_to_fd(fileobj) {
         Ok(fd) => Ok(fd),
-        Err(e) => {
+        Err(e) if e.is_instance_of::<PyValueError>(fileobj.py()) => {
             for (fd, entry) in core.io.iter() {
                 if entry.fileobj.bind(fileobj.py()).is(fileobj) {
-                    return Ok(*fd);
+                    return Ok(FdNum::Fd(*fd));
                 }
             }
             Err(e)
         }
+        Err(e) => Err(e),
     }
 }
 
-fn fileobj_to_fd(fileobj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
-    let fd: i64 = if fileobj.is_instance_of::<PyInt>() {
-        fileobj.extract()?
+/// `selectors._fileobj_to_fd`: an int as it is, anything else `int(fileobj.fileno())`
+/// (so a fileno() returning "5" or 5.0 is accepted); a negative number is refused.
+fn fileobj_to_fd(fileobj: &Bound<'_, PyAny>) -> PyResult<FdNum> {
+    let py = fileobj.py();
+    let num = if fileobj.is_instance_of::<PyInt>() {
+        fileobj.clone()
     } else {
         let invalid = || PyValueError::new_err(format!("Invalid file object: {}", repr(fileobj)));
-        let r = fileobj
-            .call_method0("fileno")
-            .and_then(|n| n.call_method0("__int__"));
-        match r {
-            Ok(n) => n.extract().map_err(|_| invalid())?,
+        let int = py.get_type::<PyInt>();
+        match fileobj.call_method0("fileno").and_then(|n| int.call1((n,))) {
+            Ok(n) => n,
             Err(e) => {
-                let py = fileobj.py();
                 if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py)
                     || e.is_instance_of::<PyTypeError>(py)
                     || e.is_instance_of::<PyValueError>(py)
@@ -153,12 +162,39 @@ fn fileobj_to_fd(fileobj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
             }
         }
     };
-    if fd < 0 {
-        return Err(PyValueError::new_err(format!(
-            "Invalid file descriptor: {fd}"
-        )));
+    let negative = || {
+        PyValueError::new_err(format!(
+            "Invalid file descriptor: {}",
+            num.str().map(|s| s.to_string()).unwrap_or_default()
+        ))
+    };
+    match num.extract::<i64>() {
+        Ok(fd) if fd < 0 => Err(negative()),
+        Ok(fd) => Ok(RawFd::try_from(fd).map_or(FdNum::TooLarge, FdNum::Fd)),
+        Err(_) if num.lt(0)? => Err(negative()),
+        Err(_) => Ok(FdNum::TooLarge),
     }
-    RawFd::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
+}
+
+/// The error registering an fd beyond a C int gives: `select.epoll`/`select.poll`'s
+/// OverflowError; for select, the message of an fd beyond FD_SETSIZE (asyncio's
+/// SelectSelector accepts it and fails in `select()` later, on every loop iteration).
+fn too_large_error(sel: &dyn Selector) -> PyErr {
+    if sel.max_fd().is_some() {
+        PyValueError::new_err("filedescriptor out of range in select()")
+    } else {
+        pyo3::exceptions::PyOverflowError::new_err("Python int too large to convert to C int")
+    }
+}
+
+/// asyncio's SelectSelector changes a registration as unregister + register(fileobj): when
+/// `fileobj` no longer gives a valid fd (a closed socket) the register fails with its
+/// ValueError and the registration is gone. The other selectors modify in place.
+fn select_modify_check(sel: &dyn Selector, fileobj: &Bound<'_, PyAny>) -> PyResult<()> {
+    if sel.kind() == SelectorKind::Select {
+        fileobj_to_fd(fileobj)?;
+    }
+    Ok(())
 }
 
 fn repr(o: &Bound<'_, PyAny>) -> String {
@@ -246,7 +282,10 @@ fn add_watcher_with(
             .call1(PyTuple::new(py, call_args)?)?
             .unbind());
     };
-    let fd = fileobj_lookup(&slf.borrow(), fileobj)?;
+    let fd = match fileobj_lookup(&slf.borrow(), fileobj)? {
+        FdNum::Fd(fd) => fd,
+        FdNum::TooLarge => return Err(too_large_error(&*sel)),
+    };
     let handle = LoopCore::new_handle(slf, callback, args, None, None, debug)?;
     let flag = if read {
         Interest::READABLE
@@ -258,16 +297,29 @@ fn add_watcher_with(
         match me.io.get_mut(&fd) {
             Some(entry) => {
                 let interest = entry.interest.add(flag);
+                let changed = interest != entry.interest;
                 // A one-shot registration becomes a normal one (re-armed) as soon as
                 // anything else watches the fd.
-                if interest != entry.interest || entry.oneshot {
-                    if let Err(e) = sel.reregister(fd, fd as u64, interest) {
+                if changed || entry.oneshot {
+                    let res = if changed {
+                        select_modify_check(&*sel, fileobj)
+                    } else {
+                        Ok(())
+                    };
+                    let res = res.and_then(|()| match sel.reregister(fd, fd as u64, interest) {
+                        // Only the one-shot mode changes, a change asyncio makes without a
+                        // syscall: a closed fd (its registration gone with it) is kept as
+                        // asyncio keeps its stale key.
+                        Err(e) if !changed && e.raw_os_error() == Some(libc::EBADF) => Ok(()),
+                        r => r.map_err(to_pyerr),
+                    });
+                    if let Err(e) = res {
                         // As asyncio's selectors: a failed modify drops the registration.
                         let _ = sel.deregister(fd);
                         let gone = me.io.remove(&fd);
                         drop(me);
                         drop(gone);
-                        return Err(to_pyerr(e));
+                        return Err(e);
                     }
                     entry.interest = interest;
                     entry.oneshot = false;
@@ -331,11 +383,22 @@ pub(crate) fn remove_watcher(
         let base = helpers::get(py)?.base_selector_loop.bind(py);
         return base.getattr(name)?.call1((slf, fileobj))?.is_truthy();
     };
-    let fd = fileobj_lookup(&slf.borrow(), fileobj)?;
-    remove_fd(slf, fd, read)
+    let fd = match fileobj_lookup(&slf.borrow(), fileobj)? {
+        FdNum::Fd(fd) => fd,
+        // Never registered: asyncio's get_key() raises KeyError, remove_*() returns False.
+        FdNum::TooLarge => return Ok(false),
+    };
+    remove_fd(slf, fd, read, Some(fileobj))
 }
 
-fn remove_fd(slf: &Bound<'_, LoopCore>, fd: RawFd, read: bool) -> PyResult<bool> {
+/// Stops watching `fd` for reading or writing. `fileobj` is what the caller named the fd
+/// with (the registered object when None).
+fn remove_fd(
+    slf: &Bound<'_, LoopCore>,
+    fd: RawFd,
+    read: bool,
+    fileobj: Option<&Bound<'_, PyAny>>,
+) -> PyResult<bool> {
     let py = slf.py();
     let (handle, gone) = {
         let mut me = slf.borrow_mut();
@@ -368,13 +431,19 @@ fn remove_fd(slf: &Bound<'_, LoopCore>, fd: RawFd, read: bool) -> PyResult<bool>
         } else {
             if interest != entry.interest {
                 entry.interest = interest;
-                if let Err(e) = sel.reregister(fd, fd as u64, interest) {
+                let named = match fileobj {
+                    Some(f) => f.clone(),
+                    None => entry.fileobj.bind(py).clone(),
+                };
+                let res = select_modify_check(&*sel, &named)
+                    .and_then(|()| sel.reregister(fd, fd as u64, interest).map_err(to_pyerr));
+                if let Err(e) = res {
                     // As asyncio's selectors: a failed modify drops the registration.
                     let _ = sel.deregister(fd);
                     let gone = me.io.remove(&fd);
                     drop(me);
                     drop((handle, gone));
-                    return Err(to_pyerr(e));
+                    return Err(e);
                 }
             }
             (handle, None)
@@ -434,7 +503,7 @@ pub(crate) fn process_native_events(
         me.ready.extend(ready);
     }
     for (fd, read) in stale {
-        remove_fd(slf, fd, read)?;
+        remove_fd(slf, fd, read, None)?;
     }
     Ok(())
 }

@@ -13,9 +13,11 @@ use std::os::fd::RawFd;
 
 use oxloop_core::net;
 use pyo3::buffer::PyUntypedBuffer;
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{
+    PyBlockingIOError, PyInterruptedError, PyMemoryError, PyRuntimeError, PyValueError,
+};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyInt, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyInt, PyMemoryView, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::base_events::LoopCore;
@@ -27,17 +29,25 @@ const MAX_KEPT_RECV_BUFFER: usize = 1 << 20;
 enum Io {
     /// recv(n) -> bytes
     Recv(usize),
-    /// recv_into(buf) -> int
-    RecvInto(PyUntypedBuffer),
-    /// send everything from `pos` on
+    /// recv_into(buf) -> int. The buffer object, exported anew at each attempt: asyncio calls
+    /// `sock.recv_into(buf)` each time, so between attempts a bytearray may be resized and a
+    /// memoryview released (the attempt then fails as recv_into would).
+    RecvInto(Py<PyAny>),
+    /// send everything from `pos` on, from an export of `memoryview(data)` held by the op, as
+    /// asyncio's `view = memoryview(data)` (the caller may release its own memoryview).
     SendAll(PyUntypedBuffer, usize),
 }
 
 /// One pending socket operation: the fd watcher's callback (called with no argument) and the
 /// future's done callback (called with the future).
+///
+/// Every attempt acts on the fd the socket object holds *now*, as asyncio's callbacks call
+/// `sock.recv(...)`: once the socket is closed (fd -1) the op fails with EBADF, and never
+/// touches another file that took over its old fd number.
 #[pyclass(module = "oxloop._oxloop")]
 pub struct SockOp {
     io: Io,
+    sock: Option<Py<PyAny>>,
     fut: Option<Py<PyAny>>,
     loop_: Option<Py<LoopCore>>,
     fd: RawFd,
@@ -59,9 +69,24 @@ unsafe fn recv_into_raw(ptr: *mut u8, fd: RawFd, len: usize) -> PyResult<Option<
     unsafe { net::recv_raw(fd, ptr, len) }.map_err(crate::errors::to_pyerr)
 }
 
-/// recv(n) -> bytes, through the loop's reusable buffer.
+/// recv(n) -> bytes, through the loop's reusable buffer (a fresh one above
+/// `MAX_KEPT_RECV_BUFFER`, whose allocation failing is a MemoryError, as CPython's recv(n)).
 fn recv_bytes(core: &Bound<'_, LoopCore>, fd: RawFd, n: usize) -> PyResult<Option<Py<PyAny>>> {
     let py = core.py();
+    if n > MAX_KEPT_RECV_BUFFER {
+        let mut big: Vec<u8> = Vec::new();
+        big.try_reserve_exact(n)
+            .map_err(|_| PyMemoryError::new_err(()))?;
+        // SAFETY: `big` owns at least `n` bytes of (uninitialized) capacity, which recv(2)
+        // only writes to, for the whole call.
+        let got =
+            unsafe { net::recv_raw(fd, big.as_mut_ptr(), n) }.map_err(crate::errors::to_pyerr)?;
+        return Ok(got.map(|got| {
+            // SAFETY: recv(2) initialized the first `got` <= `n` bytes of the capacity.
+            unsafe { big.set_len(got) };
+            PyBytes::new(py, &big).into_any().unbind()
+        }));
+    }
     let mut buf = std::mem::take(&mut core.borrow_mut().recv_buf);
     if buf.len() < n {
         buf.resize(n, 0);
@@ -93,24 +118,72 @@ fn buffer_tail(buf: &PyUntypedBuffer, offset: usize) -> &[u8] {
     unsafe { std::slice::from_raw_parts(buffer_ptr(buf).add(offset), len - offset) }
 }
 
+/// The fd a socket object holds now: -1 once it is closed or detached, which fails as a
+/// call on the closed socket would (EBADF).
+fn live_fd(sock: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    let fd = sock_fd(sock)?;
+    if fd < 0 {
+        return Err(crate::errors::to_pyerr(std::io::Error::from_raw_os_error(
+            libc::EBADF,
+        )));
+    }
+    Ok(fd)
+}
+
+/// `sock.recv_into(buf)` through the socket object, for a buffer the native path cannot
+/// export (released, made read-only or non-contiguous meanwhile): its result or its error,
+/// exactly as asyncio's callback gets them; would-block keeps waiting.
+fn recv_into_via_python(
+    sock: &Bound<'_, PyAny>,
+    buf: &Bound<'_, PyAny>,
+) -> PyResult<Option<Py<PyAny>>> {
+    match sock.call_method1("recv_into", (buf,)) {
+        Ok(n) => Ok(Some(n.unbind())),
+        Err(e)
+            if e.is_instance_of::<PyBlockingIOError>(sock.py())
+                || e.is_instance_of::<PyInterruptedError>(sock.py()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 impl SockOp {
     fn attempt(&mut self, py: Python<'_>) -> Outcome {
         let Some(core) = self.loop_.as_ref().map(|l| l.bind(py).clone()) else {
             return Outcome::NotReady;
         };
+        let Some(sock) = self.sock.as_ref().map(|s| s.bind(py).clone()) else {
+            return Outcome::NotReady;
+        };
+        let fd = match live_fd(&sock) {
+            Ok(fd) => fd,
+            Err(e) => return Outcome::Failed(e),
+        };
         let res = match &mut self.io {
-            Io::Recv(n) => recv_bytes(&core, self.fd, *n).map(|r| r.map(Outcome::Done)),
-            Io::RecvInto(buf) => {
-                let (ptr, len) = (buffer_ptr(buf), buf.len_bytes());
-                // SAFETY: a writable, C-contiguous export of `len` bytes held by this op.
-                unsafe { recv_into_raw(ptr, self.fd, len) }.map(|r| {
-                    r.map(|got| Outcome::Done(got.into_pyobject(py).unwrap().into_any().unbind()))
-                })
+            Io::Recv(n) => recv_bytes(&core, fd, *n).map(|r| r.map(Outcome::Done)),
+            Io::RecvInto(obj) => {
+                let obj = obj.bind(py);
+                match PyUntypedBuffer::get(obj) {
+                    Ok(view) if !view.readonly() && view.is_c_contiguous() => {
+                        let (ptr, len) = (buffer_ptr(&view), view.len_bytes());
+                        // SAFETY: a writable, C-contiguous export of `len` bytes, held by
+                        // `view` for the whole call.
+                        unsafe { recv_into_raw(ptr, fd, len) }.and_then(|r| match r {
+                            Some(got) => Ok(Some(Outcome::Done(
+                                got.into_pyobject(py)?.into_any().unbind(),
+                            ))),
+                            None => Ok(None),
+                        })
+                    }
+                    _ => recv_into_via_python(&sock, obj).map(|r| r.map(Outcome::Done)),
+                }
             }
             Io::SendAll(buf, pos) => {
                 let len = buf.len_bytes();
                 let rest = buffer_tail(buf, *pos);
-                match net::send(self.fd, rest).map_err(crate::errors::to_pyerr) {
+                match net::send(fd, rest).map_err(crate::errors::to_pyerr) {
                     Ok(Some(sent)) => {
                         *pos += sent;
                         if *pos >= len {
@@ -178,6 +251,12 @@ impl SockOp {
         if let Some(x) = &self.fut {
             visit.call(x)?;
         }
+        if let Some(x) = &self.sock {
+            visit.call(x)?;
+        }
+        if let Io::RecvInto(x) = &self.io {
+            visit.call(x)?;
+        }
         if let Some(x) = &self.loop_ {
             visit.call(x)?;
         }
@@ -189,6 +268,7 @@ impl SockOp {
 
     fn __clear__(&mut self) {
         self.fut = None;
+        self.sock = None;
         self.loop_ = None;
         self.handle = None;
     }
@@ -205,8 +285,11 @@ impl SockOp {
             (me.loop_.take(), me.handle.take(), me.fd, read)
         };
         // Release the buffer export now, as asyncio drops its memoryview.
-        let fut = slf.borrow_mut().fut.take();
-        drop(fut);
+        let (fut, sock) = {
+            let mut me = slf.borrow_mut();
+            (me.fut.take(), me.sock.take())
+        };
+        drop((fut, sock));
         let Some(loop_) = loop_ else {
             return Ok(());
         };
@@ -275,7 +358,13 @@ fn sock_fd(sock: &Bound<'_, PyAny>) -> PyResult<RawFd> {
 }
 
 /// Registers `op` on the fd and as the future's done callback; returns the future.
-fn start_op(core: &Bound<'_, LoopCore>, fd: RawFd, io: Io, read: bool) -> PyResult<Py<PyAny>> {
+fn start_op(
+    core: &Bound<'_, LoopCore>,
+    sock: &Bound<'_, PyAny>,
+    fd: RawFd,
+    io: Io,
+    read: bool,
+) -> PyResult<Py<PyAny>> {
     let py = core.py();
     let fut = core.call_method0("create_future")?;
     ensure_fd_no_transport(core, fd)?;
@@ -283,6 +372,7 @@ fn start_op(core: &Bound<'_, LoopCore>, fd: RawFd, io: Io, read: bool) -> PyResu
         py,
         SockOp {
             io,
+            sock: Some(sock.clone().unbind()),
             fut: Some(fut.clone().unbind()),
             loop_: Some(core.clone().unbind()),
             fd,
@@ -321,7 +411,7 @@ impl LoopCore {
         if let Some(data) = recv_bytes(slf, fd, n as usize)? {
             return Ok(data);
         }
-        start_op(slf, fd, Io::Recv(n as usize), true)
+        start_op(slf, sock, fd, Io::Recv(n as usize), true)
     }
 
     /// `sock_recv_into` for a plain socket: the byte count, a Future, or NotImplemented.
@@ -345,7 +435,8 @@ impl LoopCore {
         if let Some(got) = unsafe { recv_into_raw(buffer_ptr(&view), fd, view.len_bytes()) }? {
             return Ok(got.into_pyobject(py)?.into_any().unbind());
         }
-        start_op(slf, fd, Io::RecvInto(view), true)
+        drop(view);
+        start_op(slf, sock, fd, Io::RecvInto(buf.clone().unbind()), true)
     }
 
     /// `sock_sendall` for a plain socket: None when all was sent at once, a Future, or
@@ -363,13 +454,16 @@ impl LoopCore {
         check_nonblocking(slf, sock)?;
         let fd = sock_fd(sock)?;
         let len = view.len_bytes();
-        let data = buffer_tail(&view, 0);
-        let sent = net::send(fd, data)
+        let sent = net::send(fd, buffer_tail(&view, 0))
             .map_err(crate::errors::to_pyerr)?
             .unwrap_or(0);
         if sent == len {
             return Ok(py.None());
         }
-        start_op(slf, fd, Io::SendAll(view, sent), false)
+        drop(view);
+        // asyncio goes on from its own `memoryview(data)`.
+        let held = PyMemoryView::from(data)?;
+        let view = PyUntypedBuffer::get(held.as_any())?;
+        start_op(slf, sock, fd, Io::SendAll(view, sent), false)
     }
 }

@@ -174,7 +174,15 @@ impl Selector for EpollSelector {
     fn reregister(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
         check_interest(interest)?;
         let mut regs = lock(&self.regs);
-        match self.ctl(libc::EPOLL_CTL_MOD, fd, interest) {
+        // An fd this table knows but the kernel does not was closed while registered and its
+        // number reused (a closed file leaves the epoll set by itself): the caller now means
+        // the new file, so it is added, as a fresh register() would.
+        let res = if regs.get(fd).is_some() {
+            self.mod_or_add(fd, epoll_bits(interest))
+        } else {
+            self.ctl(libc::EPOLL_CTL_MOD, fd, interest)
+        };
+        match res {
             Ok(()) => {
                 regs.insert(fd, Registration { token, interest });
                 Ok(())

@@ -13,12 +13,17 @@
 //! apply the change at once, poll and select from their next `select()` call.
 //!
 //! * [`register`](Selector::register) of an fd that is already registered
-//!   fails with `EEXIST`; of a closed fd with `EBADF`; of a regular file with
-//!   `EPERM` on epoll (the kernel refuses it), while poll and select accept it
-//!   and report it always ready, like CPython (kqueue: whatever the kernel
-//!   says per filter).
+//!   fails with `EEXIST`; of a negative fd with `EBADF`; of a closed fd with
+//!   `EBADF` on epoll, kqueue and select, while poll accepts it and reports it
+//!   ready (`POLLNVAL`) on every call, as CPython's `select.poll` does; of a
+//!   regular file with `EPERM` on epoll (the kernel refuses it), while poll and
+//!   select accept it and report it always ready, like CPython (kqueue:
+//!   whatever the kernel says per filter).
 //! * [`reregister`](Selector::reregister) replaces token and interest; an
-//!   unknown fd gives `ENOENT`.
+//!   unknown fd gives `ENOENT`. On epoll, an fd the selector knows but the
+//!   kernel dropped (it was closed while registered and its number now names
+//!   another file) is added anew: the caller means the file the number names
+//!   now. A closed fd gives `EBADF` there.
 //! * [`deregister`](Selector::deregister) of an unknown fd gives `ENOENT`.
 //!   Deregistering an fd that was closed while registered succeeds (the kernel
 //!   has dropped it already), as CPython's `unregister()` does, so a caller may
@@ -28,9 +33,9 @@
 //! * `Interest::NONE` is rejected with `InvalidInput` (CPython raises
 //!   `ValueError` too): deregister instead. With level-triggered epoll an fd
 //!   registered for nothing would still report hang-ups and spin the loop.
-//! * epoll and kqueue report errors straight from the kernel; poll and select
-//!   emulate the same errno values (`EBADF` via `fcntl(F_GETFD)`, checked at
-//!   `register` only: they do not notice a later close until `select`).
+//! * epoll and kqueue report errors straight from the kernel; select emulates
+//!   the same errno values (`EBADF` via `fcntl(F_GETFD)`, checked at
+//!   `register` only: it does not notice a later close until `select`).
 //! * The select backend only accepts fds below `FD_SETSIZE` (1024):
 //!   [`max_fd`](Selector::max_fd) says so, and `register` of a larger fd fails
 //!   with `InvalidInput`, "filedescriptor out of range in select()".
