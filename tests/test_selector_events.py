@@ -2104,3 +2104,48 @@ def test_add_writer_on_closed_registered_socket_object(loop_factory, loop):
     finally:
         stock.close()
     assert outcome(loop) == expected
+
+
+def _sock_call_outcomes(lp):
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.send(b"xy")
+        out = []
+
+        async def attempt(coro):
+            try:
+                out.append(("ok", await asyncio.wait_for(coro, 0.05)))
+            except asyncio.TimeoutError:
+                out.append("pending")
+            except Exception as e:
+                out.append((type(e), str(e)))
+
+        try:
+            for n in (2**70, 2**63, -1, -2**70, True, 0):
+                await attempt(lp.sock_recv(a, n))
+            ba = bytearray(3)
+            for buf in (b"abc", memoryview(ba)[::2], "str", None, memoryview(ba).toreadonly()):
+                await attempt(lp.sock_recv_into(a, buf))
+            for data in ("str", None, 5, memoryview(b"abcd")[::2], [1]):
+                await attempt(lp.sock_sendall(a, data))
+        finally:
+            a.close()
+            b.close()
+        await attempt(lp.sock_recv(a, 10))
+        await attempt(lp.sock_sendall(a, b"x"))
+        await attempt(lp.sock_recv_into(a, bytearray(3)))
+        return out
+
+    return lp.run_until_complete(main())
+
+
+def test_sock_calls_with_bad_arguments_like_stock(loop_factory, loop):
+    """Sizes beyond ssize_t, negative sizes, bool, buffers of the wrong kind, closed
+    sockets: the same results and exceptions (type and message) as asyncio's."""
+    stock = loop_factory.new_stock_loop()
+    try:
+        expected = _sock_call_outcomes(stock)
+    finally:
+        stock.close()
+    assert _sock_call_outcomes(loop) == expected

@@ -14,7 +14,8 @@ use std::os::fd::RawFd;
 use oxloop_core::net;
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{
-    PyBlockingIOError, PyInterruptedError, PyMemoryError, PyRuntimeError, PyValueError,
+    PyBlockingIOError, PyInterruptedError, PyMemoryError, PyOverflowError, PyRuntimeError,
+    PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyInt, PyMemoryView, PyTuple};
@@ -398,7 +399,14 @@ impl LoopCore {
         if !n.is_instance_of::<PyInt>() {
             return Ok(py.NotImplemented());
         }
-        let n: isize = n.extract()?;
+        // socket.recv(n) converts n to a C ssize_t, with that name in its OverflowError.
+        let n: isize = n.extract().map_err(|e: PyErr| {
+            if e.is_instance_of::<PyOverflowError>(py) {
+                PyOverflowError::new_err("Python int too large to convert to C ssize_t")
+            } else {
+                e
+            }
+        })?;
         check_nonblocking(slf, sock)?;
         if n < 0 {
             return Err(PyValueError::new_err("negative buffersize in recv"));
