@@ -18,7 +18,8 @@ use pyo3::exceptions::{
     PyValueError,
 };
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyInt, PyMemoryView, PyTuple};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyInt, PyMemoryView, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::base_events::LoopCore;
@@ -121,8 +122,8 @@ fn buffer_tail(buf: &PyUntypedBuffer, offset: usize) -> &[u8] {
 
 /// The fd a socket object holds now: -1 once it is closed or detached, which fails as a
 /// call on the closed socket would (EBADF).
-fn live_fd(sock: &Bound<'_, PyAny>) -> PyResult<RawFd> {
-    let fd = sock_fd(sock)?;
+pub(crate) fn live_fd(sock: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    let fd = current_fd(sock)?;
     if fd < 0 {
         return Err(crate::errors::to_pyerr(std::io::Error::from_raw_os_error(
             libc::EBADF,
@@ -356,6 +357,57 @@ fn check_nonblocking(core: &Bound<'_, LoopCore>, sock: &Bound<'_, PyAny>) -> PyR
 
 fn sock_fd(sock: &Bound<'_, PyAny>) -> PyResult<RawFd> {
     sock.call_method0("fileno")?.extract()
+}
+
+/// The head of CPython's socket object (`PySocketSockObject`, Modules/socketmodule.h, the same
+/// from 3.9 to 3.13): the object header, then the fd (`SOCKET_T sock_fd`, an `int` on Unix),
+/// -1 once the socket is closed or detached.
+#[repr(C)]
+struct SocketObjectHead {
+    ob_base: pyo3::ffi::PyObject,
+    sock_fd: libc::c_int,
+}
+
+/// `_socket.socket`, once this layout was checked against a real socket of the running
+/// interpreter (its fileno() before and after close()); None when the check failed.
+static SOCKET_TYPE: PyOnceLock<Option<Py<PyType>>> = PyOnceLock::new();
+
+fn verified_socket_type(py: Python<'_>) -> Option<&Bound<'_, PyType>> {
+    SOCKET_TYPE
+        .get_or_init(py, || {
+            let check = || -> PyResult<Option<Py<PyType>>> {
+                let ty = py
+                    .import("_socket")?
+                    .getattr("socket")?
+                    .cast_into::<PyType>()?;
+                let s = py.import("socket")?.call_method0("socket")?;
+                let open = s.call_method0("fileno")?.extract::<RawFd>()?;
+                let seen_open = head_fd(&s);
+                s.call_method0("close")?;
+                let ok = s.is_instance(&ty)? && seen_open == open && head_fd(&s) == -1;
+                Ok(ok.then(|| ty.unbind()))
+            };
+            check().ok().flatten()
+        })
+        .as_ref()
+        .map(|t| t.bind(py))
+}
+
+/// The fd field of an object that is a `_socket.socket` (or subclass) instance.
+fn head_fd(sock: &Bound<'_, PyAny>) -> RawFd {
+    // SAFETY: callers pass instances of `_socket.socket` or its subclasses, whose C struct
+    // starts with `SocketObjectHead` (subclasses only append fields); the read is of a plain
+    // int under the GIL, which every writer of the field (close, detach) holds too.
+    unsafe { (*sock.as_ptr().cast::<SocketObjectHead>()).sock_fd }
+}
+
+/// The fd a socket object holds now (-1 once closed or detached): its C field when the layout
+/// was verified, else its fileno().
+pub(crate) fn current_fd(sock: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    match verified_socket_type(sock.py()) {
+        Some(ty) if sock.is_instance(ty)? => Ok(head_fd(sock)),
+        _ => sock_fd(sock),
+    }
 }
 
 /// Registers `op` on the fd and as the future's done callback; returns the future.
