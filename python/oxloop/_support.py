@@ -13,6 +13,7 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from . import _oxloop
+from ._compat import NATIVE_TLS_SUPPORTED
 from ._process import pidfd_supported
 
 # The loop methods the native core implements itself; the rest of SelectorEventLoop is asyncio's
@@ -80,7 +81,7 @@ def _selector_loop_apis() -> Dict[str, Dict[str, Any]]:
     for name in _api_names():
         # start_tls is oxloop's own on 3.11+ (it builds the native SSLProtocol). For the other
         # asyncio methods, which transport they create is reported under "transports".
-        native = name in NATIVE_METHODS or (name == "start_tls" and _NATIVE_TLS)
+        native = name in NATIVE_METHODS or (name == "start_tls" and NATIVE_TLS_SUPPORTED)
         impl = "native" if native else "asyncio"
         out[name] = _entry(True, implementation=impl)
     if not _UNIX:
@@ -208,9 +209,6 @@ def _limitations() -> List[Dict[str, Any]]:
     ]
 
 
-_NATIVE_TLS = sys.version_info >= (3, 11)
-
-
 def platform_support() -> Dict[str, Any]:
     """A machine-readable report of what each oxloop loop can do here, and why not."""
     return {
@@ -227,7 +225,7 @@ def platform_support() -> Dict[str, Any]:
             "tls": (
                 "native (oxloop._oxloop.SSLProtocol, asyncio's 3.11+ sslproto in Rust, over "
                 "the user's ssl.SSLContext); OXLOOP_NATIVE_TLS=0 selects asyncio's"
-                if _NATIVE_TLS
+                if NATIVE_TLS_SUPPORTED
                 else "asyncio's own SSLProtocol (this Python's sslproto; native TLS needs 3.11+)"
             ),
             "udp/unix datagram": "native (oxloop._oxloop.DatagramTransport); "
