@@ -28,7 +28,7 @@ from ._compat import (
     SSL_ENSURE_FD,
 )
 from ._process import ChildTracker
-from .selector_events import NativeSelector, NativeSockMixin
+from .selector_events import NativeSelector, NativeSockMixin, native_hot_path
 
 __all__ = ("SelectorEventLoop", "EventLoopPolicy")
 
@@ -217,6 +217,7 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
                 )
             return app_transport
 
+        @native_hot_path("SSLProtocol")
         async def start_tls(self, transport, protocol, sslcontext, *,
                             server_side=False,
                             server_hostname=None,
