@@ -85,7 +85,7 @@ def _params(rule, func):
         raise CompatError(rule, _where(func), f"no signature ({exc})") from None
 
 
-def _shape(rule, func, shapes):
+def probe_signature(rule, func, shapes):
     """The value of ``shapes`` (parameter-name tuple -> value) for ``func``'s signature."""
     names = tuple(p.name for p in _params(rule, func))
     if names not in shapes:
@@ -99,7 +99,7 @@ def _str_consts(func):
     return [c for c in code.co_consts if isinstance(c, str) and c != func.__doc__]
 
 
-def _source(rule, func):
+def source_of(rule, func):
     try:
         return inspect.getsource(func)
     except (OSError, TypeError) as exc:
@@ -162,14 +162,14 @@ CALL_AT_REJECTS_NONE = probe_rejects_none(
 
 #: ``format_helpers._format_callback_source(func, args, *, debug=False)`` (3.13+: the source
 #: location only in debug mode); before, ``(func, args)``.
-FORMAT_CALLBACK_TAKES_DEBUG = _shape(
+FORMAT_CALLBACK_TAKES_DEBUG = probe_signature(
     "FORMAT_CALLBACK_TAKES_DEBUG", format_helpers._format_callback_source,
     {("func", "args"): False, ("func", "args", "debug"): True},
 )
 
 #: ``Server._attach(transport)``/``_detach(transport)`` track the server's clients (3.13, and
 #: later 3.12.x); before, ``_attach()``/``_detach()`` only count them.
-ATTACH_TAKES_TRANSPORT = _shape(
+ATTACH_TAKES_TRANSPORT = probe_signature(
     "ATTACH_TAKES_TRANSPORT", base_events.Server._attach,
     {("self",): False, ("self", "transport"): True},
 )
@@ -220,7 +220,7 @@ SSL_ENSURE_FD = probe_ssl_ensure_fd(selector_events.BaseSelectorEventLoop._make_
 
 #: ``SSLProtocol._abort(exc)`` force-closes the transport with ``exc`` (3.13); 3.9-3.12:
 #: ``_abort()`` calls ``transport.abort()``. Used by the native TLS layer (3.11+ only).
-ABORT_TAKES_EXC = _shape(
+ABORT_TAKES_EXC = probe_signature(
     "ABORT_TAKES_EXC", sslproto.SSLProtocol._abort,
     {("self",): False, ("self", "exc"): True},
 )
@@ -330,8 +330,8 @@ DATAGRAM_HEADER_ON_SEND: int
     DATAGRAM_HEADER_ON_QUEUE,
     DATAGRAM_HEADER_ON_SEND,
 ) = datagram_rules(
-    _source("DATAGRAM_EMPTY_RETURNS", _AsyncioDatagram.sendto),
-    _source("DATAGRAM_HEADER_ON_SEND", _AsyncioDatagram._sendto_ready),
+    source_of("DATAGRAM_EMPTY_RETURNS", _AsyncioDatagram.sendto),
+    source_of("DATAGRAM_HEADER_ON_SEND", _AsyncioDatagram._sendto_ready),
 )
 
 #: ``_SelectorTransport`` has ``pause_reading()``/``resume_reading()``/``is_reading()``
