@@ -188,7 +188,8 @@ def test_rules_agree_with_asyncio_behaviour():
 # --- one place: nothing else reads the running asyncio's code or version ------------------------
 
 _PKG = os.path.dirname(_compat.__file__)
-_CRATE = os.path.join(os.path.dirname(os.path.dirname(_PKG)), "crates", "oxloop-py", "src")
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_CRATE = os.path.join(_REPO, "crates", "oxloop-py", "src")
 # platform_support() reads the loop class's methods to report where each is (a report of the
 # class layout, not a rule the code acts on).
 _READS_CODE_FOR_REPORT = {"_support.py"}
