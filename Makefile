@@ -14,10 +14,12 @@ PYVER = $(shell $(VPY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
 .PHONY: setup demo test test-rust test-py test-conformance test-pythons bench bench-quick fmt lint clean
 
+# The dev build has the `test-hooks` cargo feature (test-only functions in oxloop._oxloop, which
+# tests/test_native.py requires of a build from this checkout); wheels are built without it.
 setup:
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	@$(VPY) -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" pytest
-	@. $(VENV)/bin/activate && maturin develop --release -q 2>&1 | grep -v "^\(🔗\|🐍\|📦\|✏️\|🛠\)" || true
+	@. $(VENV)/bin/activate && maturin develop --release -q --features test-hooks 2>&1 | grep -v "^\(🔗\|🐍\|📦\|✏️\|🛠\)" || true
 	@$(VPY) -c 'import oxloop, sys; print("oxloop", oxloop.__version__, "built for Python", sys.version.split()[0])'
 
 demo: setup
