@@ -463,14 +463,11 @@ impl DatagramTransport {
     fn maybe_pause(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let c = cached(py)?;
-        let protocol = {
-            let mut me = slf.borrow_mut();
-            let size = me.write_buffer_size(c) as f64;
-            if !me.flow.pause_needed(size) {
-                return Ok(());
-            }
-            me.protocol.as_ref().map(|p| p.clone_ref(py))
-        };
+        let size = slf.borrow().write_buffer_size(c) as i64;
+        if !WriteFlow::pause_needed(slf, size, |me| &mut me.flow)? {
+            return Ok(());
+        }
+        let protocol = slf.borrow().protocol.as_ref().map(|p| p.clone_ref(py));
         let res = match &protocol {
             Some(p) => p.call_method0(py, intern!(py, "pause_writing")).map(drop),
             None => Err(none_has_no("pause_writing")),
@@ -482,14 +479,11 @@ impl DatagramTransport {
     fn maybe_resume(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let c = cached(py)?;
-        let protocol = {
-            let mut me = slf.borrow_mut();
-            let size = me.write_buffer_size(c) as f64;
-            if !me.flow.resume_needed(size) {
-                return Ok(());
-            }
-            me.protocol.as_ref().map(|p| p.clone_ref(py))
-        };
+        let size = slf.borrow().write_buffer_size(c) as i64;
+        if !WriteFlow::resume_needed(slf, size, |me| &mut me.flow)? {
+            return Ok(());
+        }
+        let protocol = slf.borrow().protocol.as_ref().map(|p| p.clone_ref(py));
         let res = match &protocol {
             Some(p) => p.call_method0(py, intern!(py, "resume_writing")).map(drop),
             None => Err(none_has_no("resume_writing")),

@@ -36,6 +36,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PySlice, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::base_events::loop_debug;
+use crate::flow_control::Mark;
 
 /// asyncio's `SSLProtocol.max_size`: the buffer handed to the transport, and the most one
 /// `read()` decrypts.
@@ -188,16 +189,14 @@ pub struct SSLProtocol {
     ssl_writing_paused: bool,
     app_reading_paused: bool,
     ssl_reading_paused: bool,
-    incoming_high_water: Option<Py<PyAny>>,
-    incoming_low_water: Option<Py<PyAny>>,
-    in_high: f64,
-    in_low: f64,
+    /// `_incoming_high_water` / `_incoming_low_water`.
+    in_high: Mark,
+    in_low: Mark,
     eof_received: bool,
     app_writing_paused: bool,
-    outgoing_high_water: Option<Py<PyAny>>,
-    outgoing_low_water: Option<Py<PyAny>>,
-    out_high: f64,
-    out_low: f64,
+    /// `_outgoing_high_water` / `_outgoing_low_water`.
+    out_high: Mark,
+    out_low: Mark,
     /// The buffer the transport receives into (`get_buffer`), also used to decrypt into for a
     /// plain `Protocol` (its ciphertext is in the incoming BIO by then).
     ssl_buffer: Option<Py<PyByteArray>>,
@@ -340,14 +339,12 @@ impl SSLProtocol {
         low: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let py = slf.py();
-        let (h, l, hf, lf) = limits(py, high, low, &cached(py)?.high_water_write)?;
+        let (h, l) = limits(py, high, low, &cached(py)?.high_water_write)?;
         let old = {
             let mut me = slf.borrow_mut();
-            me.out_high = hf;
-            me.out_low = lf;
             (
-                me.outgoing_high_water.replace(h),
-                me.outgoing_low_water.replace(l),
+                std::mem::replace(&mut me.out_high, h),
+                std::mem::replace(&mut me.out_low, l),
             )
         };
         drop(old);
@@ -360,14 +357,12 @@ impl SSLProtocol {
         low: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let py = slf.py();
-        let (h, l, hf, lf) = limits(py, high, low, &cached(py)?.high_water_read)?;
+        let (h, l) = limits(py, high, low, &cached(py)?.high_water_read)?;
         let old = {
             let mut me = slf.borrow_mut();
-            me.in_high = hf;
-            me.in_low = lf;
             (
-                me.incoming_high_water.replace(h),
-                me.incoming_low_water.replace(l),
+                std::mem::replace(&mut me.in_high, h),
+                std::mem::replace(&mut me.in_low, l),
             )
         };
         drop(old);
@@ -968,17 +963,28 @@ impl SSLProtocol {
 
     fn control_app_writing(slf: Slf<'_, '_>) -> PyResult<()> {
         let py = slf.py();
-        let size = Self::get_write_buffer_size_(slf)? as f64;
+        let size = Self::get_write_buffer_size_(slf)? as i64;
+        let (high, low, paused) = {
+            let me = slf.borrow();
+            (
+                me.out_high.clone_ref(py),
+                me.out_low.clone_ref(py),
+                me.app_writing_paused,
+            )
+        };
+        // asyncio: `if size >= high and not paused: ... elif size <= low and paused: ...`.
+        let pause = high.size_ge(py, size)? && !paused;
+        let resume = !pause && low.size_le(py, size)? && paused;
         let (method, message, app) = {
             let mut me = slf.borrow_mut();
-            if size >= me.out_high && !me.app_writing_paused {
+            if pause && !me.app_writing_paused {
                 me.app_writing_paused = true;
                 (
                     intern!(py, "pause_writing"),
                     "protocol.pause_writing() failed",
                     me.app_protocol.as_ref().map(|p| p.clone_ref(py)),
                 )
-            } else if size <= me.out_low && me.app_writing_paused {
+            } else if resume && me.app_writing_paused {
                 me.app_writing_paused = false;
                 (
                     intern!(py, "resume_writing"),
@@ -1010,16 +1016,27 @@ impl SSLProtocol {
 
     fn control_ssl_reading(slf: Slf<'_, '_>) -> PyResult<()> {
         let py = slf.py();
-        let size = Self::get_read_buffer_size_(slf)? as f64;
+        let size = Self::get_read_buffer_size_(slf)? as i64;
+        let (high, low, paused) = {
+            let me = slf.borrow();
+            (
+                me.in_high.clone_ref(py),
+                me.in_low.clone_ref(py),
+                me.ssl_reading_paused,
+            )
+        };
+        // asyncio: `if size >= high and not paused: ... elif size <= low and paused: ...`.
+        let pause = high.size_ge(py, size)? && !paused;
+        let resume = !pause && low.size_le(py, size)? && paused;
         let (method, tr) = {
             let mut me = slf.borrow_mut();
-            if size >= me.in_high && !me.ssl_reading_paused {
+            if pause && !me.ssl_reading_paused {
                 me.ssl_reading_paused = true;
                 (
                     intern!(py, "pause_reading"),
                     me.transport.as_ref().map(|t| t.clone_ref(py)),
                 )
-            } else if size <= me.in_low && me.ssl_reading_paused {
+            } else if resume && me.ssl_reading_paused {
                 me.ssl_reading_paused = false;
                 (
                     intern!(py, "resume_reading"),
@@ -1125,22 +1142,19 @@ fn app_protocol_parts(app_protocol: &Bound<'_, PyAny>) -> PyResult<Parts> {
     ))
 }
 
-type Limits = (Py<PyAny>, Py<PyAny>, f64, f64);
-
-/// `add_flowcontrol_defaults(high, low, kb)`: the checked (high, low), as objects and floats.
+/// `add_flowcontrol_defaults(high, low, kb)`: the checked (high, low).
 fn limits(
     py: Python<'_>,
     high: Option<&Bound<'_, PyAny>>,
     low: Option<&Bound<'_, PyAny>>,
     kb: &Py<PyAny>,
-) -> PyResult<Limits> {
+) -> PyResult<(Mark, Mark)> {
     let (h, l): (Bound<'_, PyAny>, Bound<'_, PyAny>) = cached(py)?
         .add_flowcontrol_defaults
         .bind(py)
         .call1((high, low, kb))?
         .extract()?;
-    let (hf, lf): (f64, f64) = (h.extract()?, l.extract()?);
-    Ok((h.unbind(), l.unbind(), hf, lf))
+    Ok((Mark::new(h)?, Mark::new(l)?))
 }
 
 fn items_of<'py>(list_of_data: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
@@ -1243,8 +1257,8 @@ impl SSLProtocol {
             outgoing: outgoing.unbind(),
             sslobj: sslobj.unbind(),
         };
-        let (ih, il, ihf, ilf) = limits(py, None, None, &c.high_water_read)?;
-        let (oh, ol, ohf, olf) = limits(py, None, None, &c.high_water_write)?;
+        let (in_high, in_low) = limits(py, None, None, &c.high_water_read)?;
+        let (out_high, out_low) = limits(py, None, None, &c.high_water_write)?;
         Ok(SSLProtocol {
             loop_: Some(r#loop.clone().unbind()),
             app_protocol: Some(app_protocol.clone().unbind()),
@@ -1275,16 +1289,12 @@ impl SSLProtocol {
             ssl_writing_paused: false,
             app_reading_paused: false,
             ssl_reading_paused: false,
-            incoming_high_water: Some(ih),
-            incoming_low_water: Some(il),
-            in_high: ihf,
-            in_low: ilf,
+            in_high,
+            in_low,
             eof_received: false,
             app_writing_paused: false,
-            outgoing_high_water: Some(oh),
-            outgoing_low_water: Some(ol),
-            out_high: ohf,
-            out_low: olf,
+            out_high,
+            out_low,
             ssl_buffer: None,
             ssl_buffer_view: None,
             handshake_start_time: None,
@@ -1715,20 +1725,20 @@ impl SSLProtocol {
         self.ssl_shutdown_timeout.clone_ref(py)
     }
     #[getter]
-    fn _outgoing_high_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.outgoing_high_water.as_ref().map(|t| t.clone_ref(py))
+    fn _outgoing_high_water(&self, py: Python<'_>) -> Py<PyAny> {
+        self.out_high.obj(py)
     }
     #[getter]
-    fn _outgoing_low_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.outgoing_low_water.as_ref().map(|t| t.clone_ref(py))
+    fn _outgoing_low_water(&self, py: Python<'_>) -> Py<PyAny> {
+        self.out_low.obj(py)
     }
     #[getter]
-    fn _incoming_high_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.incoming_high_water.as_ref().map(|t| t.clone_ref(py))
+    fn _incoming_high_water(&self, py: Python<'_>) -> Py<PyAny> {
+        self.in_high.obj(py)
     }
     #[getter]
-    fn _incoming_low_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.incoming_low_water.as_ref().map(|t| t.clone_ref(py))
+    fn _incoming_low_water(&self, py: Python<'_>) -> Py<PyAny> {
+        self.in_low.obj(py)
     }
     #[getter]
     fn _handshake_timeout_handle(&self, py: Python<'_>) -> Option<Py<PyAny>> {
@@ -1754,10 +1764,6 @@ impl SSLProtocol {
             &self.waiter,
             &self.transport,
             &self.transport_write,
-            &self.incoming_high_water,
-            &self.incoming_low_water,
-            &self.outgoing_high_water,
-            &self.outgoing_low_water,
             &self.ssl_buffer_view,
             &self.handshake_timeout_handle,
             &self.shutdown_timeout_handle,
@@ -1769,6 +1775,9 @@ impl SSLProtocol {
         }
         visit.call(&self.ssl_handshake_timeout)?;
         visit.call(&self.ssl_shutdown_timeout)?;
+        for m in [&self.in_high, &self.in_low, &self.out_high, &self.out_low] {
+            m.traverse(&visit)?;
+        }
         if let Some(e) = &self.extra {
             visit.call(e)?;
         }
@@ -1957,8 +1966,7 @@ impl SSLProtocolTransport {
         let py = slf.py();
         let p = Self::proto(slf, "_outgoing_low_water")?;
         let me = p.borrow();
-        let o = |x: &Option<Py<PyAny>>| x.as_ref().map_or_else(|| py.None(), |v| v.clone_ref(py));
-        Ok((o(&me.outgoing_low_water), o(&me.outgoing_high_water)))
+        Ok((me.out_low.obj(py), me.out_high.obj(py)))
     }
 
     /// The size of the write buffers: the data not yet encrypted plus the encrypted data not
@@ -1983,8 +1991,7 @@ impl SSLProtocolTransport {
         let py = slf.py();
         let p = Self::proto(slf, "_incoming_low_water")?;
         let me = p.borrow();
-        let o = |x: &Option<Py<PyAny>>| x.as_ref().map_or_else(|| py.None(), |v| v.clone_ref(py));
-        Ok((o(&me.incoming_low_water), o(&me.incoming_high_water)))
+        Ok((me.in_low.obj(py), me.in_high.obj(py)))
     }
 
     fn get_read_buffer_size(slf: &Bound<'_, Self>) -> PyResult<isize> {

@@ -651,14 +651,11 @@ impl SocketTransport {
     /// `_maybe_pause_protocol()`.
     fn maybe_pause(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let protocol = {
-            let mut me = slf.borrow_mut();
-            let size = me.buffer.size as f64;
-            if !me.flow.pause_needed(size) {
-                return Ok(());
-            }
-            me.protocol.as_ref().map(|p| p.clone_ref(py))
-        };
+        let size = slf.borrow().buffer.size as i64;
+        if !WriteFlow::pause_needed(slf, size, |me| &mut me.flow)? {
+            return Ok(());
+        }
+        let protocol = slf.borrow().protocol.as_ref().map(|p| p.clone_ref(py));
         let res = match &protocol {
             Some(p) => p.call_method0(py, intern!(py, "pause_writing")).map(drop),
             None => Err(PyAttributeErrorNone::err("pause_writing")),
@@ -669,14 +666,11 @@ impl SocketTransport {
     /// `_maybe_resume_protocol()`.
     fn maybe_resume(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let protocol = {
-            let mut me = slf.borrow_mut();
-            let size = me.buffer.size as f64;
-            if !me.flow.resume_needed(size) {
-                return Ok(());
-            }
-            me.protocol.as_ref().map(|p| p.clone_ref(py))
-        };
+        let size = slf.borrow().buffer.size as i64;
+        if !WriteFlow::resume_needed(slf, size, |me| &mut me.flow)? {
+            return Ok(());
+        }
+        let protocol = slf.borrow().protocol.as_ref().map(|p| p.clone_ref(py));
         let res = match &protocol {
             Some(p) => p.call_method0(py, intern!(py, "resume_writing")).map(drop),
             None => Err(PyAttributeErrorNone::err("resume_writing")),

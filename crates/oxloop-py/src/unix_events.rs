@@ -926,14 +926,11 @@ impl WritePipeTransport {
     /// `_maybe_pause_protocol()`.
     fn maybe_pause(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let protocol = {
-            let mut me = slf.borrow_mut();
-            let size = me.buffer.size as f64;
-            if !me.flow.pause_needed(size) {
-                return Ok(());
-            }
-            clone_opt(py, &me.protocol)
-        };
+        let size = slf.borrow().buffer.size as i64;
+        if !WriteFlow::pause_needed(slf, size, |me| &mut me.flow)? {
+            return Ok(());
+        }
+        let protocol = clone_opt(py, &slf.borrow().protocol);
         let res = match &protocol {
             Some(p) => p.call_method0(py, intern!(py, "pause_writing")).map(drop),
             None => Err(none_attr("pause_writing")),
@@ -944,14 +941,11 @@ impl WritePipeTransport {
     /// `_maybe_resume_protocol()`.
     fn maybe_resume(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let protocol = {
-            let mut me = slf.borrow_mut();
-            let size = me.buffer.size as f64;
-            if !me.flow.resume_needed(size) {
-                return Ok(());
-            }
-            clone_opt(py, &me.protocol)
-        };
+        let size = slf.borrow().buffer.size as i64;
+        if !WriteFlow::resume_needed(slf, size, |me| &mut me.flow)? {
+            return Ok(());
+        }
+        let protocol = clone_opt(py, &slf.borrow().protocol);
         let res = match &protocol {
             Some(p) => p.call_method0(py, intern!(py, "resume_writing")).map(drop),
             None => Err(none_attr("resume_writing")),
