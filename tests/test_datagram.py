@@ -1076,3 +1076,26 @@ def test_pause_reading_in_datagram_received_with_datagrams_queued(loop, run):
         await proto.lost
 
     run(loop, main())
+
+
+def test_write_side_stubs_raise_not_implemented(loop, run):
+    # asyncio's datagram transport inherits WriteTransport's write(), writelines() (which
+    # joins first, then calls write()), write_eof() and can_write_eof(): NotImplementedError.
+    async def main():
+        tr, proto = await loop.create_datagram_endpoint(
+            lambda: Recorder(loop), local_addr=("127.0.0.1", 0))
+        for call in (lambda: tr.write(b"x"), lambda: tr.write(data=b"x"),
+                     lambda: tr.writelines([b"x", b"y"]), lambda: tr.writelines(iter([b"x"])),
+                     tr.write_eof, tr.can_write_eof):
+            with pytest.raises(NotImplementedError):
+                call()
+        with pytest.raises(TypeError, match=exact("can only join an iterable")):
+            tr.writelines(5)
+        with pytest.raises(TypeError, match="sequence item 0: expected a bytes-like object"):
+            tr.writelines(["x"])
+        with pytest.raises(TypeError):
+            tr.write()
+        tr.close()
+        await proto.lost
+
+    run(loop, main())

@@ -926,3 +926,177 @@ def test_reader_handle_reads_as_asyncio(tloop):
         await srv.wait_closed()
 
     run(tloop, main())
+
+
+# --------------------------------------------------------------------------
+# the API of every transport kind, against asyncio's of the running version
+
+CERTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "certs")
+
+# Names of asyncio's classes that are its implementation's own steps, not API: the native
+# transports do that work in Rust (per kind: the attribute name -> why it is left out).
+ASYNCIO_INTERNALS = {
+    "tcp": {
+        "_read_ready__data_received", "_read_ready__get_buffer", "_read_ready__on_eof",
+        "_adjust_leftover_buffer", "_get_sendmsg_buffer", "_write_send", "_write_sendmsg",
+        "_read_ready_cb",
+    },
+    "udp": set(),
+    "read_pipe": set(),
+    "write_pipe": set(),
+    "tls_transport": set(),
+    "tls_protocol": {
+        "_call_eof_received", "_do_flush", "_do_handshake", "_do_read__buffered",
+        "_do_read__copied", "_do_shutdown", "_do_write", "_handshake_start_time",
+        "_on_handshake_complete", "_on_shutdown_complete", "_process_outgoing", "_set_state",
+        "_start_handshake", "_state", "_app_state", "_ssl_buffer", "_ssl_buffer_view",
+        "_write_backlog",
+    },
+}
+
+# Arguments, by parameter name, for the NotImplementedError stubs of asyncio.transports.
+STUB_ARGS = {"data": b"x", "list_of_data": [b"x"], "addr": None}
+
+
+class _Quiet(asyncio.Protocol):
+    def connection_made(self, tr):
+        self.tr = tr
+
+
+class _QuietDatagram(asyncio.DatagramProtocol):
+    pass
+
+
+async def _transports_of_every_kind(loop):
+    """{kind: object} for every transport kind (TLS: 3.11+ native layer, also on 3.9/3.10 as
+    asyncio's own), and a coroutine function closing them all."""
+    import ssl
+
+    found = {}
+    a, b = socket.socketpair()
+    found["tcp"], _ = await loop.connect_accepted_socket(_Quiet, a)
+    found["udp"], _ = await loop.create_datagram_endpoint(
+        _QuietDatagram, local_addr=("127.0.0.1", 0))
+    r, w = os.pipe()
+    found["read_pipe"], _ = await loop.connect_read_pipe(_Quiet, os.fdopen(r, "rb", 0))
+    found["write_pipe"], _ = await loop.connect_write_pipe(_Quiet, os.fdopen(w, "wb", 0))
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(os.path.join(CERTS, "server.pem"), os.path.join(CERTS, "server.key"))
+    cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    cctx.load_verify_locations(os.path.join(CERTS, "ca.pem"))
+    served = []
+
+    def serve():
+        p = _Quiet()
+        served.append(p)
+        return p
+
+    srv = await loop.create_server(serve, "127.0.0.1", 0, ssl=sctx)
+    tls, _ = await loop.create_connection(
+        _Quiet, *srv.sockets[0].getsockname(), ssl=cctx, server_hostname="localhost")
+    found["tls_transport"] = tls
+    found["tls_protocol"] = tls._ssl_protocol
+
+    async def close():
+        b.close()
+        for tr in (found["tcp"], found["udp"], found["read_pipe"], found["write_pipe"], tls):
+            tr.close()
+        while not (served and hasattr(served[0], "tr")):
+            await asyncio.sleep(0.01)
+        served[0].tr.close()
+        srv.close()
+        await srv.wait_closed()
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+
+    return found, close
+
+
+def _is_stub(func):
+    """True for a method of asyncio.transports' abstract classes whose only global is
+    NotImplementedError (it raises that, whatever the arguments)."""
+    code = getattr(func, "__code__", None)
+    return (getattr(func, "__module__", None) == "asyncio.transports" and code is not None
+            and set(code.co_names) <= {"NotImplementedError"})
+
+
+def _stub_args(name, func):
+    import inspect
+
+    args = []
+    for p in list(inspect.signature(func).parameters.values())[1:]:
+        if p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.name not in STUB_ARGS:
+            pytest.fail(f"add an argument for {name}({p.name}) to STUB_ARGS")
+        args.append(STUB_ARGS[p.name])
+    return args
+
+
+def _stub_call(obj, name, args):
+    try:
+        getattr(obj, name)(*args)
+    except NotImplementedError as exc:
+        return ("NotImplementedError", str(exc))
+    except Exception as exc:
+        return repr(exc)
+    return None
+
+
+def _api_profile(objs):
+    """{kind: {name: (callable?, stub result)}} of asyncio's (reference) objects."""
+    profile = {}
+    for kind, obj in objs.items():
+        names = {}
+        for name in dir(obj):
+            if name.startswith("__") or name in ASYNCIO_INTERNALS[kind]:
+                continue
+            try:
+                value = getattr(obj, name)
+            except AttributeError:  # a slot of a base class that this class never sets
+                continue
+            func = getattr(type(obj), name, None)
+            args = _stub_args(name, func) if _is_stub(func) else None
+            stub = None if args is None else (args, _stub_call(obj, name, args))
+            names[name] = (callable(value), stub)
+        profile[kind] = names
+    return profile
+
+
+def test_every_transport_kind_has_asyncios_api(loop, run, loop_factory):
+    # Every public and semi-public name of asyncio's transports (and TLS protocol) exists on
+    # the loop's own, callable or not alike; the base-class stubs that raise
+    # NotImplementedError in asyncio (e.g. a datagram transport's write(), a write pipe's
+    # pause_reading()) raise it there too. asyncio's objects of the same kinds, on a stock
+    # loop of the running version, are the reference.
+    ref_loop = loop_factory.new_stock_loop()
+    try:
+        objs, close = ref_loop.run_until_complete(_transports_of_every_kind(ref_loop))
+        want = _api_profile(objs)
+        ref_loop.run_until_complete(close())
+    finally:
+        ref_loop.close()
+    del objs
+
+    async def main():
+        objs, close = await _transports_of_every_kind(loop)
+        problems = []
+        for kind, names in want.items():
+            obj = objs[kind]
+            for name, (is_callable, stub) in sorted(names.items()):
+                if not hasattr(obj, name):
+                    problems.append(f"{kind}: {type(obj).__name__}.{name} is missing")
+                    continue
+                if callable(getattr(obj, name)) != is_callable:
+                    problems.append(f"{kind}: {name} callable={not is_callable}")
+                    continue
+                if stub is not None:
+                    args, expected = stub
+                    got = _stub_call(obj, name, args)
+                    if got != expected:
+                        problems.append(f"{kind}: {name}{tuple(args)} gave {got!r}, "
+                                        f"asyncio {expected!r}")
+        await close()
+        assert not problems, "\n".join(problems)
+
+    run(loop, main())

@@ -1285,3 +1285,33 @@ impl Drop for DatagramTransport {
         });
     }
 }
+
+// asyncio's datagram transport is a `WriteTransport` too: these raise NotImplementedError
+// (`writelines` joins the data first), from asyncio's own base classes.
+crate::common::base_class_methods!(
+    DatagramTransport;
+    write(data),
+    writelines(list_of_data),
+    write_eof(),
+    can_write_eof(),
+);
+
+#[pymethods]
+impl DatagramTransport {
+    /// `_server`: a datagram transport never has one (asyncio sets it to None).
+    #[getter]
+    fn _server(&self, py: Python<'_>) -> Py<PyAny> {
+        py.None()
+    }
+
+    /// `_buffer_factory`: asyncio's class attribute (`collections.deque`).
+    #[getter]
+    fn _buffer_factory(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        crate::common::asyncio_class_attr(
+            py,
+            "DATAGRAM_BUFFER_FACTORY",
+            "DatagramTransport",
+            "_buffer_factory",
+        )
+    }
+}

@@ -2106,3 +2106,37 @@ impl Drop for SSLProtocolTransport {
         });
     }
 }
+
+#[pymethods]
+impl SSLProtocol {
+    #[getter]
+    fn _app_transport_created(&self) -> bool {
+        self.app_transport_created
+    }
+}
+
+/// asyncio's `_SSLProtocolTransport` is a `_FlowControlMixin` whose `__init__` never runs:
+/// these are the mixin's own methods (on its `_high_water`/`_low_water`, unset until
+/// `_set_write_buffer_limits()` sets them), as asyncio's app transport has them.
+#[pymethods]
+impl SSLProtocolTransport {
+    #[pyo3(signature = (high=None, low=None))]
+    fn _set_write_buffer_limits(
+        slf: &Bound<'_, Self>,
+        high: Option<&Bound<'_, PyAny>>,
+        low: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let none = py.None().into_bound(py);
+        let (h, l) = (high.unwrap_or(&none), low.unwrap_or(&none));
+        crate::common::call_base_method(slf.as_any(), "_set_write_buffer_limits", &[h, l])
+    }
+
+    fn _maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        crate::common::call_base_method(slf.as_any(), "_maybe_pause_protocol", &[])
+    }
+
+    fn _maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        crate::common::call_base_method(slf.as_any(), "_maybe_resume_protocol", &[])
+    }
+}

@@ -1700,3 +1700,17 @@ impl Drop for SocketTransport {
         });
     }
 }
+
+#[pymethods]
+impl SocketTransport {
+    /// `_buffer_factory`: asyncio's class attribute (3.9-3.11: `bytearray`; 3.12+ has none).
+    #[getter]
+    fn _buffer_factory(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        crate::common::asyncio_class_attr(
+            py,
+            "SOCKET_BUFFER_FACTORY",
+            "SocketTransport",
+            "_buffer_factory",
+        )
+    }
+}

@@ -1360,3 +1360,12 @@ impl Drop for WritePipeTransport {
         });
     }
 }
+
+// asyncio's write pipe transport is a `Transport` (through `_FlowControlMixin`), hence a
+// `ReadTransport`: these raise NotImplementedError, from asyncio's own base classes.
+crate::common::base_class_methods!(
+    WritePipeTransport;
+    pause_reading(),
+    resume_reading(),
+    is_reading(),
+);
