@@ -1099,3 +1099,16 @@ def test_write_side_stubs_raise_not_implemented(loop, run):
         await proto.lost
 
     run(loop, main())
+
+
+def test_unclosed_transport_collected_in_a_cycle(loop):
+    from helpers import collect_unclosed_in_a_cycle
+
+    class Keep(asyncio.DatagramProtocol):
+        def connection_made(self, tr):
+            self.tr = tr
+
+    async def connect(sock):
+        return await loop.create_datagram_endpoint(Keep, sock=sock)
+
+    collect_unclosed_in_a_cycle(loop, raw_socket, connect)

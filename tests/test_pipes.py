@@ -1059,3 +1059,35 @@ def test_subprocess_stdin_pipe_pause_reading_not_implemented(loop, run):
         transp.close()
 
     run(loop, main())
+
+
+@pytest.mark.parametrize("kind", ["read-socket", "read-buffered-file", "write-socket",
+                                  "write-buffered-file"])
+def test_unclosed_pipe_transport_collected_in_a_cycle(loop, kind):
+    from helpers import collect_unclosed_in_a_cycle
+
+    class Keep(asyncio.Protocol):
+        def connection_made(self, tr):
+            self.tr = tr
+
+    peers = []
+
+    def make():
+        if kind.endswith("socket"):
+            resource, peer = socket.socketpair()
+        else:
+            r, w = os.pipe()
+            resource, peer = (open(r, "rb"), w) if kind.startswith("read") else (open(w, "wb"), r)
+        peers.append(peer)
+        return resource
+
+    async def connect(pipe):
+        if kind.startswith("read"):
+            return await loop.connect_read_pipe(Keep, pipe)
+        return await loop.connect_write_pipe(Keep, pipe)
+
+    try:
+        collect_unclosed_in_a_cycle(loop, make, connect)
+    finally:
+        peer = peers[0]
+        peer.close() if isinstance(peer, socket.socket) else os.close(peer)

@@ -1012,6 +1012,25 @@ async def _transports_of_every_kind(loop):
     return found, close
 
 
+def test_unclosed_transport_collected_in_a_cycle(loop):
+    from helpers import collect_unclosed_in_a_cycle
+
+    peers = []
+
+    def make():
+        a, b = socket.socketpair()
+        peers.append(b)
+        return a
+
+    async def connect(sock):
+        return await loop.connect_accepted_socket(_Quiet, sock)
+
+    try:
+        collect_unclosed_in_a_cycle(loop, make, connect)
+    finally:
+        peers[0].close()
+
+
 def _is_stub(func):
     """True for a method of asyncio.transports' abstract classes whose only global is
     NotImplementedError (it raises that, whatever the arguments)."""

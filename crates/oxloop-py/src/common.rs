@@ -105,3 +105,77 @@ pub(crate) fn asyncio_class_attr(
     }
     Ok(v.unbind())
 }
+
+/// A native transport whose `__del__` work (asyncio's: an unclosed transport warns and closes
+/// its socket or pipe) runs as the type's `tp_finalize`, installed by [`install_finalizer`].
+///
+/// The cyclic GC calls every `tp_finalize` of a garbage cycle before it clears any member
+/// (PEP 442), as it calls asyncio's `__del__`: the socket or pipe object is still intact
+/// then. Work left to `Drop` (at deallocation) could find it already emptied by its own
+/// `tp_clear` (a `socket.socket` without `_io_refs`). `Drop` keeps doing the same work for
+/// an object freed by reference counting, which does not call the finalizer; whichever runs
+/// first takes the resource, so the work is done once.
+pub(crate) trait Finalize: pyo3::PyClass {
+    /// asyncio's `__del__`, on the live object; errors are reported as unraisable.
+    fn finalize(slf: &Bound<'_, Self>) -> PyResult<()>;
+}
+
+/// The `tp_finalize` slot of `T`: runs [`Finalize::finalize`] with the current exception
+/// saved and restored, as a finalizer must.
+unsafe extern "C" fn finalize_slot<T: Finalize>(obj: *mut pyo3::ffi::PyObject) {
+    // SAFETY: CPython calls tp_finalize with the GIL held (the thread is attached).
+    let py = unsafe { Python::assume_attached() };
+    // SAFETY: `obj` is a live object (CPython holds a reference for the duration of the call).
+    let any = unsafe { Bound::from_borrowed_ptr(py, obj) };
+    let pending = PyErr::take(py);
+    if let Ok(slf) = any.cast::<T>() {
+        if let Err(e) = T::finalize(slf) {
+            e.write_unraisable(py, Some(&any));
+        }
+    }
+    if let Some(p) = pending {
+        p.restore(py);
+    }
+}
+
+/// Give `T`'s type object the `tp_finalize` slot of [`Finalize`] (PyO3 has no `__del__`).
+pub(crate) fn install_finalizer<T: Finalize>(py: Python<'_>) {
+    let ty = T::type_object(py);
+    let tp = ty.as_type_ptr();
+    // SAFETY: `tp` is T's heap type object, alive while `ty` is held; the GIL is held, under
+    // which CPython itself updates type slots; tp_finalize is not inherited by PyO3's types
+    // (none subclasses T natively), and PyType_Modified drops any cached lookup of the type.
+    unsafe {
+        (*tp).tp_finalize = Some(finalize_slot::<T>);
+        pyo3::ffi::PyType_Modified(tp);
+    }
+}
+
+/// asyncio's `__del__` of a selector or pipe transport: if `take` finds its socket / pipe
+/// still set, `ResourceWarning("unclosed transport {self!r}", source=self)`, then the socket /
+/// pipe is closed and `after` runs. No borrow is held while Python code runs.
+pub(crate) fn finalize_unclosed<T>(
+    slf: &Bound<'_, T>,
+    is_open: impl Fn(&T) -> bool,
+    take: impl FnOnce(&mut T) -> Option<Py<PyAny>>,
+    after: impl FnOnce() -> PyResult<()>,
+) -> PyResult<()>
+where
+    T: pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::False>,
+{
+    let py = slf.py();
+    if !slf.try_borrow().is_ok_and(|me| is_open(&me)) {
+        return Ok(());
+    }
+    let repr = slf.as_any().repr()?;
+    common(py)?.unclosed.call1(py, (repr, slf))?;
+    let resource = {
+        let mut me = slf.try_borrow_mut()?;
+        take(&mut me)
+    };
+    let Some(resource) = resource else {
+        return Ok(());
+    };
+    resource.call_method0(py, pyo3::intern!(py, "close"))?;
+    after()
+}

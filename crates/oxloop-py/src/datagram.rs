@@ -1250,6 +1250,17 @@ write_flow_methods!(DatagramTransport);
 
 selector_transport_attrs!(DatagramTransport);
 
+impl crate::common::Finalize for DatagramTransport {
+    fn finalize(slf: &Bound<'_, Self>) -> PyResult<()> {
+        crate::common::finalize_unclosed(
+            slf,
+            |me| me.sock.is_some(),
+            |me| me.sock.take(),
+            || Ok(()),
+        )
+    }
+}
+
 impl Drop for DatagramTransport {
     /// asyncio's `__del__`: an unclosed transport warns (ResourceWarning) and closes its socket.
     fn drop(&mut self) {

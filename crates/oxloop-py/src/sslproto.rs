@@ -2086,6 +2086,21 @@ impl SSLProtocolTransport {
     }
 }
 
+impl crate::common::Finalize for SSLProtocolTransport {
+    /// asyncio's `__del__`: an unclosed transport is marked closed and warns.
+    fn finalize(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let mut me = slf.try_borrow_mut()?;
+            if me.closed {
+                return Ok(());
+            }
+            me.closed = true;
+        }
+        cached(py)?.unclosed_warning.call0(py).map(drop)
+    }
+}
+
 impl Drop for SSLProtocolTransport {
     /// asyncio's `__del__`: an unclosed transport warns (ResourceWarning).
     fn drop(&mut self) {

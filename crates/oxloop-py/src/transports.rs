@@ -1661,6 +1661,23 @@ write_flow_methods!(SocketTransport);
 
 selector_transport_attrs!(SocketTransport);
 
+impl crate::common::Finalize for SocketTransport {
+    fn finalize(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let server = slf.try_borrow()?.server.as_ref().map(|s| s.clone_ref(py));
+        crate::common::finalize_unclosed(
+            slf,
+            |me| me.sock.is_some(),
+            |me| me.sock.take(),
+            || match &server {
+                // 3.13: the server forgets the client (its WeakSet already has).
+                Some(server) => cached(py)?.detach_dead.call1(py, (server,)).map(drop),
+                None => Ok(()),
+            },
+        )
+    }
+}
+
 impl Drop for SocketTransport {
     /// asyncio's `__del__`: an unclosed transport warns (ResourceWarning) and closes its socket.
     fn drop(&mut self) {

@@ -666,6 +666,17 @@ impl ReadPipeTransport {
 
 pipe_shared_methods!(ReadPipeTransport);
 
+impl crate::common::Finalize for ReadPipeTransport {
+    fn finalize(slf: &Bound<'_, Self>) -> PyResult<()> {
+        crate::common::finalize_unclosed(
+            slf,
+            |me| me.pipe.is_some(),
+            |me| me.pipe.take(),
+            || Ok(()),
+        )
+    }
+}
+
 impl Drop for ReadPipeTransport {
     fn drop(&mut self) {
         let Some(pipe_obj) = self.pipe.take() else {
@@ -1333,6 +1344,17 @@ impl WritePipeTransport {
 write_flow_methods!(WritePipeTransport);
 
 pipe_shared_methods!(WritePipeTransport);
+
+impl crate::common::Finalize for WritePipeTransport {
+    fn finalize(slf: &Bound<'_, Self>) -> PyResult<()> {
+        crate::common::finalize_unclosed(
+            slf,
+            |me| me.pipe.is_some(),
+            |me| me.pipe.take(),
+            || Ok(()),
+        )
+    }
+}
 
 impl Drop for WritePipeTransport {
     fn drop(&mut self) {
