@@ -1119,3 +1119,75 @@ def test_every_transport_kind_has_asyncios_api(loop, run, loop_factory):
         assert not problems, "\n".join(problems)
 
     run(loop, main())
+
+
+# Calls a fuzzer makes on a transport that is closing, closed (connection lost) or whose loop
+# is closed: the outcome (result type, or exception type and message) must be asyncio's.
+LATE_CALLS = [
+    ("write", (b"x",)), ("writelines", ([b"x"],)), ("write_eof", ()), ("can_write_eof", ()),
+    ("pause_reading", ()), ("resume_reading", ()), ("is_reading", ()), ("is_closing", ()),
+    ("get_write_buffer_size", ()), ("get_write_buffer_limits", ()),
+    ("set_write_buffer_limits", (100,)), ("sendto", (b"x", ("127.0.0.1", 9))),
+    ("get_extra_info", ("nope", 7)), ("set_protocol", (asyncio.Protocol(),)),
+    ("get_read_buffer_size", ()), ("get_read_buffer_limits", ()),
+    ("set_read_buffer_limits", (10,)), ("close", ()), ("abort", ()),
+    ("_force_close", (None,)), ("_fatal_error", (RuntimeError("late"),)),
+    ("_fatal_error", (ConnectionResetError("late"),)), ("close", ()),
+]
+
+
+def _outcome(f):
+    try:
+        r = f()
+    except Exception as exc:
+        return (type(exc).__name__, str(exc))
+    return ("ok", r if isinstance(r, (bool, int, tuple, type(None))) else type(r).__name__)
+
+
+def _late_probe(objs):
+    out = {}
+    for kind, tr in objs.items():
+        if kind == "tls_protocol":
+            continue
+        out[kind] = [(name, _outcome(lambda: getattr(tr, name)(*args)))
+                     if hasattr(tr, name) else (name, "missing") for name, args in LATE_CALLS]
+    return out
+
+
+def _late_calls_everywhere(lp, handler_calls):
+    """{phase: {kind: outcomes}} and the exception types the loop's handler got."""
+    async def closed_phase():
+        objs, close = await _transports_of_every_kind(lp)
+        for kind, tr in objs.items():
+            if kind != "tls_protocol":
+                tr.close()
+        result = {"closing": _late_probe(objs)}
+        await asyncio.sleep(0.05)
+        result["lost"] = _late_probe(objs)
+        await close()
+        return result
+
+    result = lp.run_until_complete(closed_phase())
+    objs, close = lp.run_until_complete(_transports_of_every_kind(lp))
+    lp.run_until_complete(close())
+    return result, sorted(type(ctx.get("exception")).__name__ for _, ctx in handler_calls)
+
+
+def test_late_calls_answer_as_asyncio(loop, run, loop_factory, exc_handler_calls):
+    ref_loop = loop_factory.new_stock_loop()
+    ref_calls = []
+    ref_loop.set_exception_handler(lambda lp, ctx: ref_calls.append((lp, ctx)))
+    try:
+        want = _late_calls_everywhere(ref_loop, ref_calls)
+    finally:
+        ref_loop.close()
+    got = _late_calls_everywhere(loop, exc_handler_calls)
+    exc_handler_calls.clear()
+    problems = []
+    for phase, kinds in want[0].items():
+        for kind, outcomes in kinds.items():
+            for (name, w), (_, g) in zip(outcomes, got[0][phase][kind]):
+                if w != g:
+                    problems.append(f"{phase} {kind}.{name}: {g!r}, asyncio {w!r}")
+    assert not problems, "\n".join(problems)
+    assert got[1] == want[1]

@@ -2043,19 +2043,31 @@ impl SSLProtocolTransport {
     }
 
     /// Close the transport immediately: buffered data is lost, connection_lost(None) follows.
+    /// (3.13: `self._force_close(None)`; 3.11/3.12 the same steps, spelled out.)
     fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::_force_close(slf, None)
+        let p = Self::mark_closed(slf);
+        if let Some(p) = p {
+            SSLProtocol::abort_(p.bind(slf.py()), None)?;
+        }
+        Ok(())
     }
 
-    #[pyo3(signature = (exc=None))]
-    fn _force_close(slf: &Bound<'_, Self>, exc: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let p = {
-            let mut me = slf.borrow_mut();
-            me.closed = true;
-            me.ssl_protocol.as_ref().map(|p| p.clone_ref(slf.py()))
-        };
+    /// 3.13: `_closed = True`, then `_ssl_protocol._abort(exc)` unless the protocol is gone.
+    /// 3.11/3.12: `self._ssl_protocol._abort(exc)` with no such check, on an `_abort()` that
+    /// takes no argument: always an error there (AttributeError or TypeError), as asyncio's.
+    fn _force_close(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let p = Self::mark_closed(slf);
+        if !cached(py)?.abort_takes_exc {
+            return Err(match p {
+                None => none_attr("_abort"),
+                Some(_) => PyTypeError::new_err(
+                    "SSLProtocol._abort() takes 1 positional argument but 2 were given",
+                ),
+            });
+        }
         if let Some(p) = p {
-            SSLProtocol::abort_(p.bind(slf.py()), exc.filter(|e| !e.is_none()))?;
+            SSLProtocol::abort_(p.bind(py), Some(exc).filter(|e| !e.is_none()))?;
         }
         Ok(())
     }
@@ -2083,6 +2095,15 @@ impl SSLProtocolTransport {
     fn __clear__(&mut self) {
         self.loop_ = None;
         self.ssl_protocol = None;
+    }
+}
+
+impl SSLProtocolTransport {
+    /// `_closed = True`; the SSL protocol, if still attached.
+    fn mark_closed(slf: &Bound<'_, Self>) -> Option<Py<SSLProtocol>> {
+        let mut me = slf.borrow_mut();
+        me.closed = true;
+        me.ssl_protocol.as_ref().map(|p| p.clone_ref(slf.py()))
     }
 }
 

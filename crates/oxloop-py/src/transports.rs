@@ -553,10 +553,16 @@ impl SocketTransport {
     /// asyncio's `_fatal_error(exc, message)`.
     fn fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
         let py = slf.py();
+        let is_os = exc.is_instance_of::<PyOSError>();
         let Some(loop_) = loop_of(slf) else {
-            return Self::force_close(slf, exc.clone());
+            // asyncio: `self._loop` is None once the connection is lost.
+            return Err(PyAttributeErrorNone::err(if is_os {
+                "get_debug"
+            } else {
+                "call_exception_handler"
+            }));
         };
-        if exc.is_instance_of::<PyOSError>() {
+        if is_os {
             if loop_debug(&loop_)? {
                 cached(py)?
                     .fatal_error_debug

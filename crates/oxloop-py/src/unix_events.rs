@@ -391,8 +391,6 @@ impl ReadPipeTransport {
             let me = slf.borrow();
             (clone_opt(py, &me.loop_), clone_opt(py, &me.protocol))
         };
-        let loop_ = loop_.ok_or_else(|| none_attr("get_debug"))?;
-        let loop_ = loop_.bind(py);
         let eio = exc.is_instance_of::<PyOSError>()
             && exc
                 .getattr(intern!(py, "errno"))?
@@ -400,6 +398,15 @@ impl ReadPipeTransport {
                 .ok()
                 .flatten()
                 == Some(libc::EIO);
+        // asyncio's first use of `self._loop` (None once the connection is lost).
+        let loop_ = loop_.ok_or_else(|| {
+            none_attr(if eio {
+                "get_debug"
+            } else {
+                "call_exception_handler"
+            })
+        })?;
+        let loop_ = loop_.bind(py);
         if eio {
             if loop_debug(loop_)? {
                 cached(py)?
@@ -883,7 +890,13 @@ impl WritePipeTransport {
             let mut me = slf.borrow_mut();
             me.closing = true;
             let had = !me.buffer.is_empty();
-            (me.loop_or_err(py, "_remove_writer"), me.fileno, had)
+            // asyncio's first use of `self._loop` (None once the connection is lost).
+            let first = if had {
+                "_remove_writer"
+            } else {
+                "_remove_reader"
+            };
+            (me.loop_or_err(py, first), me.fileno, had)
         };
         let loop_ = loop_?;
         let loop_ = loop_.bind(py);
@@ -902,13 +915,20 @@ impl WritePipeTransport {
     /// `_fatal_error(exc, message)`: an OSError is only logged in debug mode.
     fn fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
         let py = slf.py();
+        let is_os = exc.is_instance_of::<PyOSError>();
         let (loop_, protocol) = {
             let me = slf.borrow();
-            (me.loop_or_err(py, "get_debug"), clone_opt(py, &me.protocol))
+            // asyncio's first use of `self._loop` (None once the connection is lost).
+            let first = if is_os {
+                "get_debug"
+            } else {
+                "call_exception_handler"
+            };
+            (me.loop_or_err(py, first), clone_opt(py, &me.protocol))
         };
         let loop_ = loop_?;
         let loop_ = loop_.bind(py);
-        if exc.is_instance_of::<PyOSError>() {
+        if is_os {
             if loop_debug(loop_)? {
                 cached(py)?
                     .fatal_error_debug
