@@ -1191,3 +1191,95 @@ def test_late_calls_answer_as_asyncio(loop, run, loop_factory, exc_handler_calls
                     problems.append(f"{phase} {kind}.{name}: {g!r}, asyncio {w!r}")
     assert not problems, "\n".join(problems)
     assert got[1] == want[1]
+
+
+# max_size: a class attribute of asyncio's transports (256 KiB) that an instance may shadow
+# with any object; each read passes it to sock.recv / sock.recvfrom / os.read.
+MAX_SIZE_VALUES = [None, 0, -1, 10**400, 1.5, "x", 10, 300_000, True]
+
+
+class _Events(asyncio.Protocol):
+    def __init__(self):
+        self.ev = []
+
+    def connection_made(self, tr):
+        self.tr = tr
+
+    def data_received(self, data):
+        self.ev.append(("data", len(data)))
+
+    def eof_received(self):
+        self.ev.append("eof")
+
+    def connection_lost(self, exc):
+        self.ev.append(("lost", repr(exc)))
+
+
+class _DatagramEvents(asyncio.DatagramProtocol):
+    def __init__(self):
+        self.ev = []
+
+    def datagram_received(self, data, addr):
+        self.ev.append(("datagram", len(data)))
+
+    def error_received(self, exc):
+        self.ev.append(("error", repr(exc)))
+
+    def connection_lost(self, exc):
+        self.ev.append(("lost", repr(exc)))
+
+
+async def _read_with_max_size(lp, kind, value):
+    if kind == "tcp":
+        a, peer = socket.socketpair()
+        tr, pr = await lp.connect_accepted_socket(_Events, a)
+        default = tr.max_size
+        tr.max_size = value
+        peer.send(b"y" * 1000)
+    elif kind == "udp":
+        tr, pr = await lp.create_datagram_endpoint(_DatagramEvents, local_addr=("127.0.0.1", 0))
+        default = tr.max_size
+        tr.max_size = value
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peer.sendto(b"y" * 1000, tr.get_extra_info("sockname"))
+    else:
+        r, w = os.pipe()
+        tr, pr = await lp.connect_read_pipe(_Events, os.fdopen(r, "rb", 0))
+        default = tr.max_size
+        tr.max_size = value
+        os.write(w, b"y" * 1000)
+        peer = os.fdopen(w, "wb")
+    got = tr.max_size
+    for _ in range(5):
+        await asyncio.sleep(0.01)
+    tr.close()
+    peer.close()
+    for _ in range(3):
+        await asyncio.sleep(0.01)
+    return default, got == value or got != got, type(got).__name__, pr.ev
+
+
+def _max_size_outcomes(lp, calls):
+    out = {}
+    for kind in ("tcp", "udp", "read_pipe"):
+        for value in MAX_SIZE_VALUES:
+            res = lp.run_until_complete(_read_with_max_size(lp, kind, value))
+            errors = sorted({(ctx["message"].split()[0], repr(ctx.get("exception")))
+                             for _, ctx in calls})
+            calls.clear()
+            out[kind, repr(value)[:20]] = (res, errors)
+    return out
+
+
+def test_max_size_of_any_value_reads_as_asyncio(loop, loop_factory, exc_handler_calls):
+    ref_loop = loop_factory.new_stock_loop()
+    ref_calls = []
+    ref_loop.set_exception_handler(lambda lp, ctx: ref_calls.append((lp, ctx)))
+    try:
+        want = _max_size_outcomes(ref_loop, ref_calls)
+    finally:
+        ref_loop.close()
+    got = _max_size_outcomes(loop, exc_handler_calls)
+    problems = [f"{k}: {got[k]!r}\n   asyncio {w!r}" for k, w in want.items() if got[k] != w]
+    assert not problems, "\n".join(problems)
+    assert want["udp", "None"][0][0] == 256 * 1024  # the class attribute, also on UDP

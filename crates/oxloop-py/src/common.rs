@@ -179,3 +179,70 @@ where
     resource.call_method0(py, pyo3::intern!(py, "close"))?;
     after()
 }
+
+/// asyncio's `max_size` (the most one read returns), as asyncio keeps it: a class attribute
+/// of 256 KiB that an instance attribute may shadow with any object. An exact int in
+/// 1..=256 KiB is read natively with that size (`native`); any other value is kept as
+/// `given`, and each read passes it to the stdlib call asyncio makes (`sock.recv`,
+/// `sock.recvfrom`, `os.read`), so the result or error is the stdlib's (0: an empty read,
+/// a negative or huge int, a float: their errors; a big int: that much memory, as asyncio).
+pub(crate) struct MaxSize {
+    pub(crate) native: usize,
+    given: Option<Py<PyAny>>,
+}
+
+impl MaxSize {
+    pub(crate) const DEFAULT: usize = 256 * 1024;
+
+    pub(crate) fn new() -> Self {
+        MaxSize {
+            native: Self::DEFAULT,
+            given: None,
+        }
+    }
+
+    /// The attribute's value.
+    pub(crate) fn get(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        match &self.given {
+            Some(v) => Ok(v.clone_ref(py)),
+            None => Ok(self.native.into_pyobject(py)?.into_any().unbind()),
+        }
+    }
+
+    /// `max_size = v`.
+    pub(crate) fn set(&mut self, v: &Bound<'_, PyAny>) {
+        let small = v
+            .is_exact_instance_of::<pyo3::types::PyInt>()
+            .then(|| v.extract::<usize>().ok())
+            .flatten()
+            .filter(|n| (1..=Self::DEFAULT).contains(n));
+        *self = match small {
+            Some(n) => MaxSize {
+                native: n,
+                given: None,
+            },
+            None => MaxSize {
+                native: Self::DEFAULT,
+                given: Some(v.clone().unbind()),
+            },
+        };
+    }
+
+    /// The value to pass to the stdlib read, when it is not one the native read takes.
+    pub(crate) fn slow(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.given.as_ref().map(|v| v.clone_ref(py))
+    }
+
+    pub(crate) fn traverse(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        match &self.given {
+            Some(v) => visit.call(v),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whether a read that raised `e` (in Python) just found nothing to read.
+pub(crate) fn would_block(py: Python<'_>, e: &PyErr) -> bool {
+    e.is_instance_of::<pyo3::exceptions::PyBlockingIOError>(py)
+        || e.is_instance_of::<pyo3::exceptions::PyInterruptedError>(py)
+}

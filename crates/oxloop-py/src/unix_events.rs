@@ -41,8 +41,6 @@ use crate::errors::to_pyerr;
 use crate::flow_control::{report_flow_error, write_flow_methods, WriteFlow};
 use crate::transports::{add_reader, add_writer, is_exit, remove_reader, remove_writer};
 
-/// asyncio's `_UnixReadPipeTransport.max_size`: the most one read() returns.
-const MAX_SIZE: usize = 256 * 1024;
 /// The loop's read buffer is kept when at most this large.
 const MAX_KEPT_READ_BUFFER: usize = 1 << 20;
 /// Queued writes smaller than this are copied (and coalesced); a larger `bytes` object is
@@ -358,7 +356,7 @@ pub struct ReadPipeTransport {
     extra: Option<Py<PyDict>>,
     closing: bool,
     paused: bool,
-    max_size: usize,
+    max_size: crate::common::MaxSize,
 }
 
 impl ReadPipeTransport {
@@ -473,7 +471,7 @@ impl ReadPipeTransport {
                 extra: Some(extra.unbind()),
                 closing: false,
                 paused: false,
-                max_size: MAX_SIZE,
+                max_size: crate::common::MaxSize::new(),
             },
         )?;
         let call_soon = r#loop.getattr(intern!(py, "call_soon"))?;
@@ -546,7 +544,12 @@ impl ReadPipeTransport {
             let Some(l) = &me.loop_ else {
                 return Ok(());
             };
-            (l.clone_ref(py), me.fileno, me.max_size)
+            if let Some(n) = me.max_size.slow(py) {
+                let fd = me.fileno;
+                drop(me);
+                return Self::read_ready_slow(slf, fd, n);
+            }
+            (l.clone_ref(py), me.fileno, me.max_size.native)
         };
         let loop_ = loop_.bind(py);
         let (res, data) = read_pipe(py, loop_, fd, max_size)?;
@@ -637,16 +640,12 @@ impl ReadPipeTransport {
         self.paused
     }
     #[getter]
-    fn max_size(&self) -> usize {
-        self.max_size
+    fn max_size(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.max_size.get(py)
     }
     #[setter]
-    fn set_max_size(&mut self, v: usize) -> PyResult<()> {
-        if v == 0 {
-            return Err(PyValueError::new_err("max_size must be positive"));
-        }
-        self.max_size = v;
-        Ok(())
+    fn set_max_size(&mut self, v: &Bound<'_, PyAny>) {
+        self.max_size.set(v);
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -659,12 +658,13 @@ impl ReadPipeTransport {
         if let Some(e) = &self.extra {
             visit.call(e)?;
         }
-        Ok(())
+        self.max_size.traverse(&visit)
     }
 
     fn __clear__(&mut self) {
         // The pipe is visited but kept (its own clear breaks a cycle through it): the
         // finalizer still warns about and closes an unclosed one.
+        self.max_size = crate::common::MaxSize::new();
         self.loop_ = None;
         self.protocol = None;
         self.extra = None;
@@ -1411,3 +1411,31 @@ crate::common::base_class_methods!(
     resume_reading(),
     is_reading(),
 );
+
+impl ReadPipeTransport {
+    /// `_read_ready` with a `max_size` the native read does not take: asyncio's own
+    /// `os.read(self._fileno, self.max_size)` (an error other than OSError propagates).
+    fn read_ready_slow(slf: &Bound<'_, Self>, fd: RawFd, max_size: Py<PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let data = match py
+            .import(intern!(py, "os"))?
+            .call_method1(intern!(py, "read"), (fd, max_size))
+        {
+            Ok(d) => d,
+            Err(e) if crate::common::would_block(py, &e) => return Ok(()),
+            Err(e) if e.is_instance_of::<PyOSError>(py) => {
+                let exc = e.into_value(py).into_bound(py).into_any();
+                return Self::fatal_error(slf, &exc, "Fatal read error on pipe transport");
+            }
+            Err(e) => return Err(e),
+        };
+        if !data.is_truthy()? {
+            let loop_ = clone_opt(py, &slf.borrow().loop_).ok_or_else(|| none_attr("get_debug"))?;
+            return Self::on_eof(slf, loop_.bind(py));
+        }
+        let protocol = slf.borrow().protocol.as_ref().map(|p| p.clone_ref(py));
+        let protocol = protocol.ok_or_else(|| none_attr("data_received"))?;
+        protocol.call_method1(py, intern!(py, "data_received"), (data,))?;
+        Ok(())
+    }
+}
