@@ -1388,19 +1388,21 @@ impl SSLProtocol {
         Ok(())
     }
 
-    fn get_buffer(slf: &Bound<'_, Self>, n: isize) -> PyResult<Py<PyAny>> {
-        let want = if n <= 0 || n as usize > MAX_SIZE {
-            MAX_SIZE
-        } else {
-            n as usize
-        };
-        // The buffer is max_size (the most any request gets), as asyncio's.
-        debug_assert!(want <= MAX_SIZE);
+    /// asyncio: `want = n; if want <= 0 or want > self.max_size: want = self.max_size`, then
+    /// the buffer (of max_size bytes from the start, so never smaller than `want`) is
+    /// returned whole. Only the comparisons of an `n` that is not an int can fail (as there).
+    fn get_buffer(slf: &Bound<'_, Self>, n: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        if !n.is_instance_of::<pyo3::types::PyInt>() && !n.le(0)? {
+            n.gt(MAX_SIZE)?;
+        }
         Ok(Self::ensure_ssl_buffer(slf, MAX_SIZE)?.1)
     }
 
-    fn buffer_updated(slf: &Bound<'_, Self>, nbytes: isize) -> PyResult<()> {
+    /// asyncio: `self._incoming.write(self._ssl_buffer_view[:nbytes])`, then the state's step.
+    fn buffer_updated(slf: &Bound<'_, Self>, nbytes: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
+        // asyncio's buffer exists from the start; here it is made at the first get_buffer().
+        Self::ensure_ssl_buffer(slf, MAX_SIZE)?;
         let (view, write, state) = {
             let me = slf.borrow();
             (
@@ -1412,7 +1414,19 @@ impl SSLProtocol {
         let (Some(view), Some(write)) = (view, write) else {
             return Err(none_attr("write"));
         };
-        let part = view.bind(py).get_item(PySlice::new(py, 0, nbytes, 1))?;
+        let part = match nbytes.extract::<isize>() {
+            Ok(n) if nbytes.is_exact_instance_of::<pyo3::types::PyInt>() => {
+                view.bind(py).get_item(PySlice::new(py, 0, n, 1))?
+            }
+            // Anything else (None, a huge int, an __index__ object, a float): Python's slicing.
+            _ => {
+                let sl = py
+                    .import(intern!(py, "builtins"))?
+                    .getattr(intern!(py, "slice"))?
+                    .call1((nbytes,))?;
+                view.bind(py).get_item(sl)?
+            }
+        };
         write.call1(py, (&part,))?;
         drop(part);
         match state {
