@@ -1173,6 +1173,20 @@ def _late_calls_everywhere(lp, handler_calls):
     return result, sorted(type(ctx.get("exception")).__name__ for _, ctx in handler_calls)
 
 
+def _stock_writelines_breaks_after_close():
+    """3.12/3.13.0: asyncio's stream transport close() sets _write_ready to None and its own
+    writelines() (no connection-lost check) then buffers the data and raises TypeError
+    ("'NoneType' object is not callable"). The native transport counts such a write as
+    write() does (asyncio's behaviour for write(), and writelines() before 3.12)."""
+    import inspect
+
+    try:
+        src = inspect.getsource(asyncio.selector_events._SelectorSocketTransport.close)
+    except (OSError, TypeError):
+        return False
+    return "_write_ready = None" in src
+
+
 def test_late_calls_answer_as_asyncio(loop, run, loop_factory, exc_handler_calls):
     ref_loop = loop_factory.new_stock_loop()
     ref_calls = []
@@ -1186,7 +1200,13 @@ def test_late_calls_answer_as_asyncio(loop, run, loop_factory, exc_handler_calls
     problems = []
     for phase, kinds in want[0].items():
         for kind, outcomes in kinds.items():
+            broken = (kind == "tcp" and loop_factory.is_oxloop
+                      and _stock_writelines_breaks_after_close())
             for (name, w), (_, g) in zip(outcomes, got[0][phase][kind]):
+                if broken and name in ("writelines", "get_write_buffer_size"):
+                    # the stock bug above (its writelines() also buffered the data)
+                    assert g == (("ok", None) if name == "writelines" else ("ok", 0))
+                    continue
                 if w != g:
                     problems.append(f"{phase} {kind}.{name}: {g!r}, asyncio {w!r}")
     assert not problems, "\n".join(problems)
