@@ -168,7 +168,8 @@ where
         return Ok(());
     }
     let repr = slf.as_any().repr()?;
-    common(py)?.unclosed.call1(py, (repr, slf))?;
+    // Taken before the warning: if that raises (-W error), this is not retried at
+    // deallocation; the socket / pipe is then left to its own finalizer, as asyncio's is.
     let resource = {
         let mut me = slf.try_borrow_mut()?;
         take(&mut me)
@@ -176,6 +177,7 @@ where
     let Some(resource) = resource else {
         return Ok(());
     };
+    common(py)?.unclosed.call1(py, (repr, slf))?;
     resource.call_method0(py, pyo3::intern!(py, "close"))?;
     after()
 }
