@@ -976,7 +976,9 @@ def test_native_transport_selection(oxloop_module, monkeypatch, run):
 
             tr, proto = run(loop, main())
             assert (type(tr).__module__ == "oxloop._oxloop") == native
-            assert tr.max_size == 64 * 1024 + 1  # every IP datagram fits
+            # asyncio's class attribute, whichever transport (the native one reads at most
+            # 64 KiB + 1 from an IP socket, which every IP datagram fits in).
+            assert tr.max_size == 256 * 1024
             tr.close()
             run(loop, proto.lost)
         finally:
@@ -1076,3 +1078,39 @@ def test_pause_reading_in_datagram_received_with_datagrams_queued(loop, run):
         await proto.lost
 
     run(loop, main())
+
+
+def test_write_side_stubs_raise_not_implemented(loop, run):
+    # asyncio's datagram transport inherits WriteTransport's write(), writelines() (which
+    # joins first, then calls write()), write_eof() and can_write_eof(): NotImplementedError.
+    async def main():
+        tr, proto = await loop.create_datagram_endpoint(
+            lambda: Recorder(loop), local_addr=("127.0.0.1", 0))
+        for call in (lambda: tr.write(b"x"), lambda: tr.write(data=b"x"),
+                     lambda: tr.writelines([b"x", b"y"]), lambda: tr.writelines(iter([b"x"])),
+                     tr.write_eof, tr.can_write_eof):
+            with pytest.raises(NotImplementedError):
+                call()
+        with pytest.raises(TypeError, match=exact("can only join an iterable")):
+            tr.writelines(5)
+        with pytest.raises(TypeError, match="sequence item 0: expected a bytes-like object"):
+            tr.writelines(["x"])
+        with pytest.raises(TypeError):
+            tr.write()
+        tr.close()
+        await proto.lost
+
+    run(loop, main())
+
+
+def test_unclosed_transport_collected_in_a_cycle(loop):
+    from helpers import collect_unclosed_in_a_cycle
+
+    class Keep(asyncio.DatagramProtocol):
+        def connection_made(self, tr):
+            self.tr = tr
+
+    async def connect(sock):
+        return await loop.create_datagram_endpoint(Keep, sock=sock)
+
+    collect_unclosed_in_a_cycle(loop, raw_socket, connect)

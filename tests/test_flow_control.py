@@ -440,3 +440,172 @@ def test_pause_resume_writing_errors_are_reported(loop, run, exc_handler_calls, 
     assert type(ctx["exception"]) is (ZeroDivisionError if fail == "pause" else KeyError)
     assert ctx["transport"] is tr
     assert ctx["protocol"] is pr
+
+
+# --- water marks of any type (asyncio stores the objects given and compares with them) --------
+
+CERTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "certs")
+
+
+class _Made(asyncio.Protocol):
+    def connection_made(self, tr):
+        self.tr = tr
+
+
+async def _transport_of(loop, kind):
+    """A transport of `kind` on `loop` and a coroutine function closing it (and its peer)."""
+    if kind == "tcp":
+        a, b = socket.socketpair()
+        tr, _ = await loop.connect_accepted_socket(_Made, a)
+
+        async def close():
+            tr.close()
+            b.close()
+            await asyncio.sleep(0.01)
+    elif kind == "udp":
+        tr, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+
+        async def close():
+            tr.close()
+            await asyncio.sleep(0.01)
+    elif kind == "write_pipe":
+        r, w = os.pipe()
+        tr, _ = await loop.connect_write_pipe(_Made, os.fdopen(w, "wb", 0))
+
+        async def close():
+            tr.close()
+            os.close(r)
+            await asyncio.sleep(0.01)
+    else:
+        import ssl
+
+        sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        sctx.load_cert_chain(os.path.join(CERTS, "server.pem"),
+                             os.path.join(CERTS, "server.key"))
+        cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        cctx.load_verify_locations(os.path.join(CERTS, "ca.pem"))
+        served = []
+
+        def serve():
+            served.append(_Made())
+            return served[-1]
+
+        srv = await loop.create_server(serve, "127.0.0.1", 0, ssl=sctx)
+        tr, _ = await loop.create_connection(
+            _Made, *srv.sockets[0].getsockname(), ssl=cctx, server_hostname="localhost")
+
+        async def close():
+            tr.close()
+            while not (served and hasattr(served[0], "tr")):
+                await asyncio.sleep(0.01)
+            served[0].tr.close()
+            srv.close()
+            await srv.wait_closed()
+            for _ in range(10):
+                await asyncio.sleep(0.01)
+    return tr, close
+
+
+def _limit_cases():
+    from decimal import Decimal
+    from fractions import Fraction
+
+    big = 10**400
+    return [
+        # (kwargs, expected (low, high) or the error (type, message))
+        ({"high": big}, (big // 4, big)),
+        ({"low": big}, (big, 4 * big)),
+        ({"high": big, "low": 0}, (0, big)),
+        ({"high": 2.5}, (0.0, 2.5)),
+        ({"high": float("inf"), "low": 0}, (0, float("inf"))),
+        ({"high": float("inf")}, (ValueError, "high (inf) must be >= low (nan) must be >= 0")),
+        ({"high": True}, (0, True)),
+        ({"high": True, "low": False}, (False, True)),
+        ({"high": Decimal("100")}, (Decimal("25"), Decimal("100"))),
+        ({"high": Fraction(10)}, (2, Fraction(10))),
+        ({"high": float("nan")}, (ValueError, "high (nan) must be >= low (nan) must be >= 0")),
+        ({"low": float("nan")}, (ValueError, "high (nan) must be >= low (nan) must be >= 0")),
+        ({"low": -1}, (ValueError, "high (-4) must be >= low (-1) must be >= 0")),
+        ({"high": -big}, (ValueError, f"high ({-big!r}) must be >= low ({-big // 4!r}) must be >= 0")),
+        ({"high": "x"}, (TypeError, "unsupported operand type(s) for //: 'str' and 'int'")),
+        ({"low": "x"}, (TypeError, "'>=' not supported between instances of 'str' and 'int'")),
+        ({"high": 1, "low": 2}, (ValueError, "high (1) must be >= low (2) must be >= 0")),
+    ]
+
+
+def _check_limits(set_limits, get_limits, problems, what):
+    for kwargs, expected in _limit_cases():
+        before = get_limits()
+        try:
+            set_limits(**kwargs)
+        except Exception as exc:
+            got = (type(exc), str(exc))
+            if get_limits() != before and not (before != before):
+                problems.append(f"{what}{kwargs}: a failed call changed the limits")
+        else:
+            got = get_limits()
+            if isinstance(expected, tuple) and not isinstance(expected[0], type):
+                # the objects given are returned as they are (same type; `high` itself)
+                if [type(x) for x in got] != [type(x) for x in expected]:
+                    problems.append(f"{what}{kwargs}: types {got!r}, want {expected!r}")
+                if "high" in kwargs and got[1] is not kwargs["high"]:
+                    problems.append(f"{what}{kwargs}: high is not the object given")
+        if got != expected:
+            problems.append(f"{what}{kwargs}: {got!r}, want {expected!r}")
+        set_limits()
+
+
+@pytest.mark.parametrize("kind", ["tcp", "udp", "write_pipe", "tls"])
+def test_write_buffer_limits_of_any_number(loop, run, kind):
+    # asyncio's _FlowControlMixin (and sslproto's add_flowcontrol_defaults) store the objects
+    # given: any int (10**400), float, bool, Decimal, Fraction; only its own checks fail.
+    async def main():
+        tr, close = await _transport_of(loop, kind)
+        problems = []
+        _check_limits(tr.set_write_buffer_limits, tr.get_write_buffer_limits, problems, "")
+        if kind != "tls":
+            _check_limits(tr._set_write_buffer_limits, tr.get_write_buffer_limits, problems,
+                          "_set_write_buffer_limits")
+        elif sys.version_info >= (3, 11):  # 3.9/3.10: the older sslproto has neither
+            _check_limits(tr._ssl_protocol._set_write_buffer_limits, tr.get_write_buffer_limits,
+                          problems, "_set_write_buffer_limits")
+            _check_limits(tr.set_read_buffer_limits, tr.get_read_buffer_limits, problems,
+                          "set_read_buffer_limits")
+        assert tr.get_write_buffer_size() == 0
+        await close()
+        assert not problems, "\n".join(problems)
+
+    run(loop, main())
+
+
+def test_pause_and_resume_with_marks_of_any_number(loop, run):
+    # Limits of any type are compared with the buffer size as asyncio compares them: a huge
+    # int never pauses; Decimal / Fraction marks pause and resume as the equal ints would.
+    from decimal import Decimal
+    from fractions import Fraction
+
+    async def main():
+        srv, sink, tr, pr = await _sink_and_client(loop, _Events(loop))
+        tr.set_write_buffer_limits(high=10**400)
+        await _fill(tr, pr)
+        assert pr.events == []
+        buffered = tr.get_write_buffer_size()
+        tr.set_write_buffer_limits(high=Decimal(buffered), low=Fraction(1001, 2))
+        assert pr.events == []  # size <= high: not above the mark yet
+        tr.set_write_buffer_limits(high=Decimal(buffered - 1), low=Fraction(1001, 2))
+        assert pr.events == [("pause", buffered)]
+        sink.tr.resume_reading()
+        while len(pr.events) < 2:
+            await asyncio.sleep(0.002)
+        (what, size) = pr.events[1]
+        assert what == "resume" and size <= 500
+        tr.close()
+        await pr.lost
+        sink.tr.close()
+        srv.close()
+        await srv.wait_closed()
+        return pr.events
+
+    events = run(loop, main())
+    assert [e[0] for e in events] == ["pause", "resume"]

@@ -1023,3 +1023,71 @@ def test_oxloop_pipe_transport_implementation(monkeypatch, selector, env, native
     else:
         assert names == ["_UnixReadPipeTransport", "_UnixWritePipeTransport",
                          "_UnixWritePipeTransport", "_UnixReadPipeTransport"]
+
+
+def test_write_pipe_reading_stubs_raise_not_implemented(loop, run):
+    # asyncio's write pipe transport is a Transport (through _FlowControlMixin): its
+    # pause_reading(), resume_reading() and is_reading() are ReadTransport's, which raise
+    # NotImplementedError.
+    async def main():
+        r, w = os.pipe()
+        tr, proto = await loop.connect_write_pipe(lambda: WriteProto(loop), os.fdopen(w, "wb", 0))
+        for call in (tr.pause_reading, tr.resume_reading, tr.is_reading):
+            with pytest.raises(NotImplementedError):
+                call()
+        tr.close()
+        await proto.lost
+        os.close(r)
+
+    run(loop, main())
+
+
+def test_subprocess_stdin_pipe_pause_reading_not_implemented(loop, run):
+    # What a real test suite does: transp.get_pipe_transport(0).pause_reading().
+    async def main():
+        transp, proto = await loop.subprocess_exec(
+            asyncio.SubprocessProtocol, sys.executable, "-c", "import sys; sys.stdin.read()",
+            stdin=asyncio.subprocess.PIPE, stdout=None, stderr=None)
+        stdin = transp.get_pipe_transport(0)
+        with pytest.raises(NotImplementedError):
+            stdin.pause_reading()
+        with pytest.raises(NotImplementedError):
+            stdin.resume_reading()
+        stdin.close()
+        while transp.get_returncode() is None:
+            await asyncio.sleep(0.01)
+        transp.close()
+
+    run(loop, main())
+
+
+@pytest.mark.parametrize("kind", ["read-socket", "read-buffered-file", "write-socket",
+                                  "write-buffered-file"])
+def test_unclosed_pipe_transport_collected_in_a_cycle(loop, kind):
+    from helpers import collect_unclosed_in_a_cycle
+
+    class Keep(asyncio.Protocol):
+        def connection_made(self, tr):
+            self.tr = tr
+
+    peers = []
+
+    def make():
+        if kind.endswith("socket"):
+            resource, peer = socket.socketpair()
+        else:
+            r, w = os.pipe()
+            resource, peer = (open(r, "rb"), w) if kind.startswith("read") else (open(w, "wb"), r)
+        peers.append(peer)
+        return resource
+
+    async def connect(pipe):
+        if kind.startswith("read"):
+            return await loop.connect_read_pipe(Keep, pipe)
+        return await loop.connect_write_pipe(Keep, pipe)
+
+    try:
+        collect_unclosed_in_a_cycle(loop, make, connect)
+    finally:
+        peer = peers[0]
+        peer.close() if isinstance(peer, socket.socket) else os.close(peer)

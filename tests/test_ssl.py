@@ -1878,3 +1878,54 @@ def test_bulk_both_directions_with_flow_control(loop, run):
             await close_server(server)
 
     run(loop, main(), timeout=120)
+
+
+def test_unclosed_tls_connection_collected_after_loop_close(loop, exc_handler_calls):
+    # A TLS connection whose peer vanished, left open, its loop closed, collected by the
+    # cyclic GC (transport <-> protocol): asyncio's __del__ of each transport runs before the
+    # GC clears anything (a ResourceWarning at most); the native transports' must too, not
+    # at deallocation, when the socket may already be emptied by its own tp_clear
+    # (AttributeError: 'socket' object has no attribute '_io_refs', unraisable).
+    import gc
+    import threading
+    import warnings
+
+    class Keep(asyncio.Protocol):
+        def connection_made(self, tr):
+            self.tr = tr
+
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen()
+    held = []
+
+    def serve():
+        conn, _ = lsock.accept()
+        held.append(server_context().wrap_socket(conn, server_side=True))
+
+    th = threading.Thread(target=serve)
+    th.start()
+    try:
+        async def main():
+            tr, pr = await loop.create_connection(
+                Keep, *lsock.getsockname(), ssl=client_context(), server_hostname="localhost")
+            await asyncio.sleep(0.05)
+            return tr, pr
+
+        tr, pr = loop.run_until_complete(main())
+    finally:
+        th.join()
+    del tr, pr
+    loop.close()
+    held[0].close()  # the peer vanishes (no close_notify read by the client)
+    lsock.close()
+    with warnings.catch_warnings():
+        # Recording the warnings would keep their sources (the sockets) alive.
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    # conftest's autouse fixture fails the test on any unraisable exception.
+    if PY < (3, 11):
+        # The older sslproto's __del__ path reports a fatal error on its closed loop.
+        assert [(ctx["message"], repr(ctx.get("exception"))) for _, ctx in exc_handler_calls] \
+            == [("Fatal error on SSL transport", "RuntimeError('Event loop is closed')")]
+        exc_handler_calls.clear()

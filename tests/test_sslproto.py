@@ -529,3 +529,44 @@ def test_unclosed_transport_warns():
             gc.collect()
     finally:
         loop.close()
+
+
+def _buffer_calls(cls, loop):
+    """get_buffer(n) / buffer_updated(nbytes) with arguments of every kind, before any
+    connection (state UNWRAPPED: the data only goes to the incoming BIO)."""
+    from fractions import Fraction
+
+    def outcome(f):
+        try:
+            r = f()
+        except Exception as exc:
+            return (type(exc).__name__, str(exc))
+        return ("ok", type(r).__name__, len(r) if hasattr(r, "__len__") else None)
+
+    proto = cls(loop, asyncio.Protocol(), test_utils.simple_client_sslcontext(),
+                loop.create_future())
+    got = []
+    for n in [-1, 0, 5, 10**400, -10**400, 1.5, float("nan"), "x", None, True,
+              Fraction(1, 2), 2**70]:
+        got.append(("get_buffer", repr(n)[:20], outcome(lambda: proto.get_buffer(n))))
+    for n in [5, -1, 0, None, 10**400, 1.5, "x", True, 2**70]:
+        got.append(("buffer_updated", repr(n)[:20], outcome(lambda: proto.buffer_updated(n)),
+                    proto._get_read_buffer_size()))
+    return got
+
+
+def test_get_buffer_and_buffer_updated_take_any_argument_as_asyncio():
+    # asyncio compares n with 0 and max_size and slices its buffer with nbytes: any int (also
+    # 10**400), None for nbytes, and the errors of other types are Python's own.
+    from asyncio import sslproto
+
+    ox = require_oxloop()
+    ref_loop = asyncio.SelectorEventLoop()
+    loop = ox.SelectorEventLoop()
+    try:
+        want = _buffer_calls(sslproto.SSLProtocol, ref_loop)
+        got = _buffer_calls(ox._oxloop.SSLProtocol, loop)
+    finally:
+        ref_loop.close()
+        loop.close()
+    assert got == want

@@ -926,3 +926,380 @@ def test_reader_handle_reads_as_asyncio(tloop):
         await srv.wait_closed()
 
     run(tloop, main())
+
+
+# --------------------------------------------------------------------------
+# the API of every transport kind, against asyncio's of the running version
+
+CERTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "certs")
+
+# Names of asyncio's classes that are its implementation's own steps, not API: the native
+# transports do that work in Rust (per kind: the attribute name -> why it is left out).
+ASYNCIO_INTERNALS = {
+    "tcp": {
+        "_read_ready__data_received", "_read_ready__get_buffer", "_read_ready__on_eof",
+        "_adjust_leftover_buffer", "_get_sendmsg_buffer", "_write_send", "_write_sendmsg",
+        "_read_ready_cb",
+    },
+    "udp": set(),
+    "read_pipe": set(),
+    "write_pipe": set(),
+    "tls_transport": set(),
+    "tls_protocol": {
+        "_call_eof_received", "_do_flush", "_do_handshake", "_do_read__buffered",
+        "_do_read__copied", "_do_shutdown", "_do_write", "_handshake_start_time",
+        "_on_handshake_complete", "_on_shutdown_complete", "_process_outgoing", "_set_state",
+        "_start_handshake", "_state", "_app_state", "_ssl_buffer", "_ssl_buffer_view",
+        "_write_backlog",
+    },
+}
+
+# Arguments, by parameter name, for the NotImplementedError stubs of asyncio.transports.
+STUB_ARGS = {"data": b"x", "list_of_data": [b"x"], "addr": None}
+
+
+class _Quiet(asyncio.Protocol):
+    def connection_made(self, tr):
+        self.tr = tr
+
+
+class _QuietDatagram(asyncio.DatagramProtocol):
+    pass
+
+
+async def _transports_of_every_kind(loop):
+    """{kind: object} for every transport kind (TLS: 3.11+ native layer, also on 3.9/3.10 as
+    asyncio's own), and a coroutine function closing them all."""
+    import ssl
+
+    found = {}
+    a, b = socket.socketpair()
+    found["tcp"], _ = await loop.connect_accepted_socket(_Quiet, a)
+    found["udp"], _ = await loop.create_datagram_endpoint(
+        _QuietDatagram, local_addr=("127.0.0.1", 0))
+    r, w = os.pipe()
+    found["read_pipe"], _ = await loop.connect_read_pipe(_Quiet, os.fdopen(r, "rb", 0))
+    found["write_pipe"], _ = await loop.connect_write_pipe(_Quiet, os.fdopen(w, "wb", 0))
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(os.path.join(CERTS, "server.pem"), os.path.join(CERTS, "server.key"))
+    cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    cctx.load_verify_locations(os.path.join(CERTS, "ca.pem"))
+    served = []
+
+    def serve():
+        p = _Quiet()
+        served.append(p)
+        return p
+
+    srv = await loop.create_server(serve, "127.0.0.1", 0, ssl=sctx)
+    tls, _ = await loop.create_connection(
+        _Quiet, *srv.sockets[0].getsockname(), ssl=cctx, server_hostname="localhost")
+    found["tls_transport"] = tls
+    found["tls_protocol"] = tls._ssl_protocol
+
+    async def close():
+        b.close()
+        for tr in (found["tcp"], found["udp"], found["read_pipe"], found["write_pipe"], tls):
+            tr.close()
+        while not (served and hasattr(served[0], "tr")):
+            await asyncio.sleep(0.01)
+        served[0].tr.close()
+        srv.close()
+        await srv.wait_closed()
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+
+    return found, close
+
+
+def test_unclosed_transport_collected_in_a_cycle(loop):
+    from helpers import collect_unclosed_in_a_cycle
+
+    peers = []
+
+    def make():
+        a, b = socket.socketpair()
+        peers.append(b)
+        return a
+
+    async def connect(sock):
+        return await loop.connect_accepted_socket(_Quiet, sock)
+
+    try:
+        collect_unclosed_in_a_cycle(loop, make, connect)
+    finally:
+        peers[0].close()
+
+
+def _is_stub(func):
+    """True for a method of asyncio.transports' abstract classes whose only global is
+    NotImplementedError (it raises that, whatever the arguments)."""
+    code = getattr(func, "__code__", None)
+    return (getattr(func, "__module__", None) == "asyncio.transports" and code is not None
+            and set(code.co_names) <= {"NotImplementedError"})
+
+
+def _stub_args(name, func):
+    import inspect
+
+    args = []
+    for p in list(inspect.signature(func).parameters.values())[1:]:
+        if p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.name not in STUB_ARGS:
+            pytest.fail(f"add an argument for {name}({p.name}) to STUB_ARGS")
+        args.append(STUB_ARGS[p.name])
+    return args
+
+
+def _stub_call(obj, name, args):
+    try:
+        getattr(obj, name)(*args)
+    except NotImplementedError as exc:
+        return ("NotImplementedError", str(exc))
+    except Exception as exc:
+        return repr(exc)
+    return None
+
+
+def _api_profile(objs):
+    """{kind: {name: (callable?, stub result)}} of asyncio's (reference) objects."""
+    profile = {}
+    for kind, obj in objs.items():
+        names = {}
+        for name in dir(obj):
+            if name.startswith("__") or name in ASYNCIO_INTERNALS[kind]:
+                continue
+            try:
+                value = getattr(obj, name)
+            except AttributeError:  # a slot of a base class that this class never sets
+                continue
+            func = getattr(type(obj), name, None)
+            args = _stub_args(name, func) if _is_stub(func) else None
+            stub = None if args is None else (args, _stub_call(obj, name, args))
+            names[name] = (callable(value), stub)
+        profile[kind] = names
+    return profile
+
+
+def test_every_transport_kind_has_asyncios_api(loop, run, loop_factory):
+    # Every public and semi-public name of asyncio's transports (and TLS protocol) exists on
+    # the loop's own, callable or not alike; the base-class stubs that raise
+    # NotImplementedError in asyncio (e.g. a datagram transport's write(), a write pipe's
+    # pause_reading()) raise it there too. asyncio's objects of the same kinds, on a stock
+    # loop of the running version, are the reference.
+    ref_loop = loop_factory.new_stock_loop()
+    try:
+        objs, close = ref_loop.run_until_complete(_transports_of_every_kind(ref_loop))
+        want = _api_profile(objs)
+        ref_loop.run_until_complete(close())
+    finally:
+        ref_loop.close()
+    del objs
+
+    async def main():
+        objs, close = await _transports_of_every_kind(loop)
+        problems = []
+        for kind, names in want.items():
+            obj = objs[kind]
+            for name, (is_callable, stub) in sorted(names.items()):
+                if not hasattr(obj, name):
+                    problems.append(f"{kind}: {type(obj).__name__}.{name} is missing")
+                    continue
+                if callable(getattr(obj, name)) != is_callable:
+                    problems.append(f"{kind}: {name} callable={not is_callable}")
+                    continue
+                if stub is not None:
+                    args, expected = stub
+                    got = _stub_call(obj, name, args)
+                    if got != expected:
+                        problems.append(f"{kind}: {name}{tuple(args)} gave {got!r}, "
+                                        f"asyncio {expected!r}")
+        await close()
+        assert not problems, "\n".join(problems)
+
+    run(loop, main())
+
+
+# Calls a fuzzer makes on a transport that is closing, closed (connection lost) or whose loop
+# is closed: the outcome (result type, or exception type and message) must be asyncio's.
+LATE_CALLS = [
+    ("write", (b"x",)), ("writelines", ([b"x"],)), ("write_eof", ()), ("can_write_eof", ()),
+    ("pause_reading", ()), ("resume_reading", ()), ("is_reading", ()), ("is_closing", ()),
+    ("get_write_buffer_size", ()), ("get_write_buffer_limits", ()),
+    ("set_write_buffer_limits", (100,)), ("sendto", (b"x", ("127.0.0.1", 9))),
+    ("get_extra_info", ("nope", 7)), ("set_protocol", (asyncio.Protocol(),)),
+    ("get_read_buffer_size", ()), ("get_read_buffer_limits", ()),
+    ("set_read_buffer_limits", (10,)), ("close", ()), ("abort", ()),
+    ("_force_close", (None,)), ("_fatal_error", (RuntimeError("late"),)),
+    ("_fatal_error", (ConnectionResetError("late"),)), ("close", ()),
+]
+
+
+def _outcome(f):
+    try:
+        r = f()
+    except Exception as exc:
+        return (type(exc).__name__, str(exc))
+    return ("ok", r if isinstance(r, (bool, int, tuple, type(None))) else type(r).__name__)
+
+
+def _late_probe(objs):
+    out = {}
+    for kind, tr in objs.items():
+        if kind == "tls_protocol":
+            continue
+        out[kind] = [(name, _outcome(lambda: getattr(tr, name)(*args)))
+                     if hasattr(tr, name) else (name, "missing") for name, args in LATE_CALLS]
+    return out
+
+
+def _late_calls_everywhere(lp, handler_calls):
+    """{phase: {kind: outcomes}} and the exception types the loop's handler got."""
+    async def closed_phase():
+        objs, close = await _transports_of_every_kind(lp)
+        for kind, tr in objs.items():
+            if kind != "tls_protocol":
+                tr.close()
+        result = {"closing": _late_probe(objs)}
+        await asyncio.sleep(0.05)
+        result["lost"] = _late_probe(objs)
+        await close()
+        return result
+
+    result = lp.run_until_complete(closed_phase())
+    objs, close = lp.run_until_complete(_transports_of_every_kind(lp))
+    lp.run_until_complete(close())
+    return result, sorted(type(ctx.get("exception")).__name__ for _, ctx in handler_calls)
+
+
+def _stock_writelines_breaks_after_close():
+    """3.12/3.13.0: asyncio's stream transport close() sets _write_ready to None and its own
+    writelines() (no connection-lost check) then buffers the data and raises TypeError
+    ("'NoneType' object is not callable"). The native transport counts such a write as
+    write() does (asyncio's behaviour for write(), and writelines() before 3.12)."""
+    import inspect
+
+    try:
+        src = inspect.getsource(asyncio.selector_events._SelectorSocketTransport.close)
+    except (OSError, TypeError):
+        return False
+    return "_write_ready = None" in src
+
+
+def test_late_calls_answer_as_asyncio(loop, run, loop_factory, exc_handler_calls):
+    ref_loop = loop_factory.new_stock_loop()
+    ref_calls = []
+    ref_loop.set_exception_handler(lambda lp, ctx: ref_calls.append((lp, ctx)))
+    try:
+        want = _late_calls_everywhere(ref_loop, ref_calls)
+    finally:
+        ref_loop.close()
+    got = _late_calls_everywhere(loop, exc_handler_calls)
+    exc_handler_calls.clear()
+    problems = []
+    for phase, kinds in want[0].items():
+        for kind, outcomes in kinds.items():
+            broken = (kind == "tcp" and loop_factory.is_oxloop
+                      and _stock_writelines_breaks_after_close())
+            for (name, w), (_, g) in zip(outcomes, got[0][phase][kind]):
+                if broken and name in ("writelines", "get_write_buffer_size"):
+                    # the stock bug above (its writelines() also buffered the data)
+                    assert g == (("ok", None) if name == "writelines" else ("ok", 0))
+                    continue
+                if w != g:
+                    problems.append(f"{phase} {kind}.{name}: {g!r}, asyncio {w!r}")
+    assert not problems, "\n".join(problems)
+    assert got[1] == want[1]
+
+
+# max_size: a class attribute of asyncio's transports (256 KiB) that an instance may shadow
+# with any object; each read passes it to sock.recv / sock.recvfrom / os.read.
+MAX_SIZE_VALUES = [None, 0, -1, 10**400, 1.5, "x", 10, 300_000, True]
+
+
+class _Events(asyncio.Protocol):
+    def __init__(self):
+        self.ev = []
+
+    def connection_made(self, tr):
+        self.tr = tr
+
+    def data_received(self, data):
+        self.ev.append(("data", len(data)))
+
+    def eof_received(self):
+        self.ev.append("eof")
+
+    def connection_lost(self, exc):
+        self.ev.append(("lost", repr(exc)))
+
+
+class _DatagramEvents(asyncio.DatagramProtocol):
+    def __init__(self):
+        self.ev = []
+
+    def datagram_received(self, data, addr):
+        self.ev.append(("datagram", len(data)))
+
+    def error_received(self, exc):
+        self.ev.append(("error", repr(exc)))
+
+    def connection_lost(self, exc):
+        self.ev.append(("lost", repr(exc)))
+
+
+async def _read_with_max_size(lp, kind, value):
+    if kind == "tcp":
+        a, peer = socket.socketpair()
+        tr, pr = await lp.connect_accepted_socket(_Events, a)
+        default = tr.max_size
+        tr.max_size = value
+        peer.send(b"y" * 1000)
+    elif kind == "udp":
+        tr, pr = await lp.create_datagram_endpoint(_DatagramEvents, local_addr=("127.0.0.1", 0))
+        default = tr.max_size
+        tr.max_size = value
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peer.sendto(b"y" * 1000, tr.get_extra_info("sockname"))
+    else:
+        r, w = os.pipe()
+        tr, pr = await lp.connect_read_pipe(_Events, os.fdopen(r, "rb", 0))
+        default = tr.max_size
+        tr.max_size = value
+        os.write(w, b"y" * 1000)
+        peer = os.fdopen(w, "wb")
+    got = tr.max_size
+    for _ in range(5):
+        await asyncio.sleep(0.01)
+    tr.close()
+    peer.close()
+    for _ in range(3):
+        await asyncio.sleep(0.01)
+    return default, got == value or got != got, type(got).__name__, pr.ev
+
+
+def _max_size_outcomes(lp, calls):
+    out = {}
+    for kind in ("tcp", "udp", "read_pipe"):
+        for value in MAX_SIZE_VALUES:
+            res = lp.run_until_complete(_read_with_max_size(lp, kind, value))
+            errors = sorted({(ctx["message"].split()[0], repr(ctx.get("exception")))
+                             for _, ctx in calls})
+            calls.clear()
+            out[kind, repr(value)[:20]] = (res, errors)
+    return out
+
+
+def test_max_size_of_any_value_reads_as_asyncio(loop, loop_factory, exc_handler_calls):
+    ref_loop = loop_factory.new_stock_loop()
+    ref_calls = []
+    ref_loop.set_exception_handler(lambda lp, ctx: ref_calls.append((lp, ctx)))
+    try:
+        want = _max_size_outcomes(ref_loop, ref_calls)
+    finally:
+        ref_loop.close()
+    got = _max_size_outcomes(loop, exc_handler_calls)
+    problems = [f"{k}: {got[k]!r}\n   asyncio {w!r}" for k, w in want.items() if got[k] != w]
+    assert not problems, "\n".join(problems)
+    assert want["udp", "None"][0][0] == 256 * 1024  # the class attribute, also on UDP

@@ -159,3 +159,11 @@ def pipe_polling(loop, fd, event):
     if selector is None:
         return None
     return selector_events._test_selector_event(selector, fd, event)
+
+
+# --- class attributes the native transports report as asyncio's classes have them -----------
+
+#: ``_buffer_factory`` (3.9-3.11 stream transport: bytearray; datagram: collections.deque),
+#: None where the running asyncio's class has none.
+SOCKET_BUFFER_FACTORY = getattr(selector_events._SelectorSocketTransport, "_buffer_factory", None)
+DATAGRAM_BUFFER_FACTORY = getattr(_AsyncioDatagram, "_buffer_factory", None)

@@ -36,10 +36,6 @@ _NativeSocketTransport = _oxloop.SocketTransport
 _NativeDatagramTransport = _oxloop.DatagramTransport
 _NativeReadPipeTransport = _oxloop.ReadPipeTransport
 _NativeWritePipeTransport = _oxloop.WritePipeTransport
-_IP_FAMILIES = frozenset(
-    f for f in (socket.AF_INET, getattr(socket, "AF_INET6", None)) if f is not None
-)
-_IP_DATAGRAM_READ = 64 * 1024 + 1
 _STREAM_FAMILIES = frozenset(
     f for f in (socket.AF_INET, getattr(socket, "AF_INET6", None), getattr(socket, "AF_UNIX", None))
     if f is not None
@@ -384,11 +380,6 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
             )
         else:
             transport = super()._make_datagram_transport(sock, protocol, address, waiter, extra)
-        if sock.family in _IP_FAMILIES:
-            # No IPv4/IPv6 datagram exceeds 64 KiB (IPv6 jumbograms aside), so a read of
-            # 64 KiB + 1 returns the same datagrams as asyncio's 256 KiB, without the
-            # mmap/munmap glibc does for every 256 KiB bytes object.
-            transport.max_size = _IP_DATAGRAM_READ
         return transport
 
 

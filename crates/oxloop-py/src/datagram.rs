@@ -44,8 +44,10 @@ use crate::transports::{
     selector_transport_attrs, Data,
 };
 
-/// asyncio's `_SelectorTransport.max_size`: the most one recvfrom() reads.
-const MAX_SIZE: usize = 256 * 1024;
+/// The most one recvfrom() of an IPv4/IPv6 socket reads, below asyncio's `max_size` (256
+/// KiB): no IP datagram exceeds 64 KiB (IPv6 jumbograms aside), so this returns the same
+/// datagrams, without the mmap/munmap glibc does for every 256 KiB buffer.
+const IP_DATAGRAM_READ: usize = 64 * 1024 + 1;
 /// At most this many datagrams are read per readable event (see `read_ready_`).
 const MAX_BATCH: u32 = 16;
 /// Without recent evidence of queued datagrams, a second read is tried once per this many events.
@@ -259,7 +261,7 @@ pub struct DatagramTransport {
     paused: bool,
     /// Write flow control: limits and `_protocol_paused`.
     flow: WriteFlow,
-    max_size: usize,
+    max_size: crate::common::MaxSize,
     /// The address objects of recent senders, by raw address: a direct-mapped table of
     /// `PEER_SLOTS` slots (allocated with the first datagram).
     peers: Vec<Option<(SockAddr, Py<PyAny>)>>,
@@ -463,14 +465,11 @@ impl DatagramTransport {
     fn maybe_pause(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let c = cached(py)?;
-        let protocol = {
-            let mut me = slf.borrow_mut();
-            let size = me.write_buffer_size(c) as f64;
-            if !me.flow.pause_needed(size) {
-                return Ok(());
-            }
-            me.protocol.as_ref().map(|p| p.clone_ref(py))
-        };
+        let size = slf.borrow().write_buffer_size(c) as i64;
+        if !WriteFlow::pause_needed(slf, size, |me| &mut me.flow)? {
+            return Ok(());
+        }
+        let protocol = slf.borrow().protocol.as_ref().map(|p| p.clone_ref(py));
         let res = match &protocol {
             Some(p) => p.call_method0(py, intern!(py, "pause_writing")).map(drop),
             None => Err(none_has_no("pause_writing")),
@@ -482,14 +481,11 @@ impl DatagramTransport {
     fn maybe_resume(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let c = cached(py)?;
-        let protocol = {
-            let mut me = slf.borrow_mut();
-            let size = me.write_buffer_size(c) as f64;
-            if !me.flow.resume_needed(size) {
-                return Ok(());
-            }
-            me.protocol.as_ref().map(|p| p.clone_ref(py))
-        };
+        let size = slf.borrow().write_buffer_size(c) as i64;
+        if !WriteFlow::resume_needed(slf, size, |me| &mut me.flow)? {
+            return Ok(());
+        }
+        let protocol = slf.borrow().protocol.as_ref().map(|p| p.clone_ref(py));
         let res = match &protocol {
             Some(p) => p.call_method0(py, intern!(py, "resume_writing")).map(drop),
             None => Err(none_has_no("resume_writing")),
@@ -706,7 +702,16 @@ impl DatagramTransport {
             let (Some(l), Some(p)) = (&me.loop_, &me.protocol) else {
                 return Ok(false);
             };
-            (l.clone_ref(py), me.fd, me.max_size, p.clone_ref(py))
+            if let Some(n) = me.max_size.slow(py) {
+                let sock = me.sock.as_ref().map(|s| s.clone_ref(py));
+                let p = p.clone_ref(py);
+                drop(me);
+                return Self::read_one_slow(slf, n, sock, p);
+            }
+            let ip = me.family == libc::AF_INET || me.family == libc::AF_INET6;
+            let n = me.max_size.native;
+            let n = if ip { n.min(IP_DATAGRAM_READ) } else { n };
+            (l.clone_ref(py), me.fd, n, p.clone_ref(py))
         };
         let loop_ = loop_.bind(py);
         let core = loop_.cast::<LoopCore>().ok();
@@ -751,6 +756,36 @@ impl DatagramTransport {
                 Ok(true)
             }
         }
+    }
+
+    /// `_read_ready` with a `max_size` the native read does not take: asyncio's own
+    /// `self._sock.recvfrom(self.max_size)`, one datagram (Ok(false): no burst).
+    fn read_one_slow(
+        slf: &Bound<'_, Self>,
+        max_size: Py<PyAny>,
+        sock: Option<Py<PyAny>>,
+        protocol: Py<PyAny>,
+    ) -> PyResult<bool> {
+        let py = slf.py();
+        let sock = sock.ok_or_else(|| none_has_no("recvfrom"))?;
+        let got = sock
+            .call_method1(py, intern!(py, "recvfrom"), (max_size,))
+            .and_then(|r| r.extract::<(Py<PyAny>, Py<PyAny>)>(py));
+        match got {
+            Err(e) if crate::common::would_block(py, &e) => {}
+            Err(e) if e.is_instance_of::<PyOSError>(py) => {
+                protocol.call_method1(py, intern!(py, "error_received"), (e.into_value(py),))?;
+            }
+            Err(e) if is_exit(py, &e) => return Err(e),
+            Err(e) => {
+                let exc = e.into_value(py).into_bound(py).into_any();
+                Self::fatal_error(slf, &exc, "Fatal read error on datagram transport")?;
+            }
+            Ok((data, addr)) => {
+                protocol.call_method1(py, intern!(py, "datagram_received"), (data, addr))?;
+            }
+        }
+        Ok(false)
     }
 
     /// asyncio's `_sendto_ready`: flush the queue while the socket takes datagrams.
@@ -877,7 +912,7 @@ impl DatagramTransport {
                 closing: false,
                 paused: false,
                 flow: WriteFlow::new(py)?,
-                max_size: MAX_SIZE,
+                max_size: crate::common::MaxSize::new(),
                 peers: Vec::new(),
                 last_peer: 0,
                 queued_hint: false,
@@ -1213,16 +1248,12 @@ impl DatagramTransport {
         cached(py)?.datagram_buffer.call1(py, (items,))
     }
     #[getter]
-    fn max_size(&self) -> usize {
-        self.max_size
+    fn max_size(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.max_size.get(py)
     }
     #[setter]
-    fn set_max_size(&mut self, v: usize) -> PyResult<()> {
-        if v == 0 {
-            return Err(PyValueError::new_err("max_size must be positive"));
-        }
-        self.max_size = v;
-        Ok(())
+    fn set_max_size(&mut self, v: &Bound<'_, PyAny>) {
+        self.max_size.set(v);
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -1233,6 +1264,7 @@ impl DatagramTransport {
             visit.call(x)?;
         }
         self.flow.traverse(&visit)?;
+        self.max_size.traverse(&visit)?;
         if let Some(e) = &self.extra {
             visit.call(e)?;
         }
@@ -1244,6 +1276,7 @@ impl DatagramTransport {
 
     fn __clear__(&mut self) {
         // The socket is kept: the finalizer still warns about and closes an unclosed one.
+        self.max_size = crate::common::MaxSize::new();
         self.loop_ = None;
         self.protocol = None;
         self.extra = None;
@@ -1255,6 +1288,17 @@ impl DatagramTransport {
 write_flow_methods!(DatagramTransport);
 
 selector_transport_attrs!(DatagramTransport);
+
+impl crate::common::Finalize for DatagramTransport {
+    fn finalize(slf: &Bound<'_, Self>) -> PyResult<()> {
+        crate::common::finalize_unclosed(
+            slf,
+            |me| me.sock.is_some(),
+            |me| me.sock.take(),
+            || Ok(()),
+        )
+    }
+}
 
 impl Drop for DatagramTransport {
     /// asyncio's `__del__`: an unclosed transport warns (ResourceWarning) and closes its socket.
@@ -1289,5 +1333,35 @@ impl Drop for DatagramTransport {
                 p.restore(py);
             }
         });
+    }
+}
+
+// asyncio's datagram transport is a `WriteTransport` too: these raise NotImplementedError
+// (`writelines` joins the data first), from asyncio's own base classes.
+crate::common::base_class_methods!(
+    DatagramTransport;
+    write(data),
+    writelines(list_of_data),
+    write_eof(),
+    can_write_eof(),
+);
+
+#[pymethods]
+impl DatagramTransport {
+    /// `_server`: a datagram transport never has one (asyncio sets it to None).
+    #[getter]
+    fn _server(&self, py: Python<'_>) -> Py<PyAny> {
+        py.None()
+    }
+
+    /// `_buffer_factory`: asyncio's class attribute (`collections.deque`).
+    #[getter]
+    fn _buffer_factory(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        crate::common::asyncio_class_attr(
+            py,
+            "DATAGRAM_BUFFER_FACTORY",
+            "DatagramTransport",
+            "_buffer_factory",
+        )
     }
 }

@@ -10,15 +10,105 @@ use pyo3::{PyTraverseError, PyVisit};
 const DEFAULT_HIGH: i64 = 64 * 1024;
 const DEFAULT_LOW: i64 = DEFAULT_HIGH / 4;
 
+/// One water mark: the object given (asyncio stores and returns it as is) and, when it is an
+/// exact int, bool or float, the same value as a float to compare buffer sizes with natively
+/// (ints beyond the float range saturate to +/-inf, which compares the same with any size).
+/// Any other object (an int subclass, Decimal, Fraction, ...) is compared with Python's own
+/// operators, as asyncio does.
+pub(crate) struct Mark {
+    obj: Py<PyAny>,
+    fast: Option<f64>,
+}
+
+impl Mark {
+    pub(crate) fn new(obj: Bound<'_, PyAny>) -> PyResult<Self> {
+        let fast = fast_value(&obj)?;
+        Ok(Mark {
+            obj: obj.unbind(),
+            fast,
+        })
+    }
+
+    /// A mark that is a known int (the defaults).
+    fn known(obj: Py<PyAny>, value: i64) -> Self {
+        Mark {
+            obj,
+            fast: Some(value as f64),
+        }
+    }
+
+    pub(crate) fn obj(&self, py: Python<'_>) -> Py<PyAny> {
+        self.obj.clone_ref(py)
+    }
+
+    pub(crate) fn clone_ref(&self, py: Python<'_>) -> Self {
+        Mark {
+            obj: self.obj.clone_ref(py),
+            fast: self.fast,
+        }
+    }
+
+    /// `size <= self`: natively for a plain number, else in Python (hold no borrow then).
+    pub(crate) fn size_le(&self, py: Python<'_>, size: i64) -> PyResult<bool> {
+        match self.fast {
+            Some(v) => Ok(size as f64 <= v),
+            None => Self::le(py, size, &self.obj),
+        }
+    }
+
+    /// `size >= self`: natively for a plain number, else in Python (hold no borrow then).
+    pub(crate) fn size_ge(&self, py: Python<'_>, size: i64) -> PyResult<bool> {
+        match self.fast {
+            Some(v) => Ok(size as f64 >= v),
+            None => Self::ge(py, size, &self.obj),
+        }
+    }
+
+    /// Visit the object (for the owner's `__traverse__`).
+    pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.obj)
+    }
+
+    /// `size <= mark`, as Python evaluates it.
+    fn le(py: Python<'_>, size: i64, mark: &Py<PyAny>) -> PyResult<bool> {
+        size.into_pyobject(py)?.le(mark.bind(py))
+    }
+
+    /// `size >= mark`, as Python evaluates it.
+    fn ge(py: Python<'_>, size: i64, mark: &Py<PyAny>) -> PyResult<bool> {
+        size.into_pyobject(py)?.ge(mark.bind(py))
+    }
+}
+
+/// The float value of an exact int, bool or float (saturating for huge ints), else None.
+fn fast_value(obj: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
+    use pyo3::types::{PyBool, PyFloat, PyInt};
+    if obj.is_exact_instance_of::<PyFloat>() {
+        return Ok(Some(obj.extract::<f64>()?));
+    }
+    if !(obj.is_exact_instance_of::<PyInt>() || obj.is_exact_instance_of::<PyBool>()) {
+        return Ok(None);
+    }
+    match obj.extract::<f64>() {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(obj.py()) => {
+            let negative = obj.lt(0)?;
+            Ok(Some(if negative {
+                f64::NEG_INFINITY
+            } else {
+                f64::INFINITY
+            }))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 pub(crate) struct WriteFlow {
     /// `_protocol_paused`.
     pub(crate) paused: bool,
-    /// `_high_water` / `_low_water` as the Python objects asyncio stores (int or float).
-    high_water: Option<Py<PyAny>>,
-    low_water: Option<Py<PyAny>>,
-    /// The same limits as floats, compared with the buffer size.
-    high: f64,
-    low: f64,
+    /// `_high_water` / `_low_water`.
+    high: Mark,
+    low: Mark,
 }
 
 impl WriteFlow {
@@ -34,25 +124,22 @@ impl WriteFlow {
     pub(crate) fn with_objects(high_water: Py<PyAny>, low_water: Py<PyAny>) -> Self {
         WriteFlow {
             paused: false,
-            high_water: Some(high_water),
-            low_water: Some(low_water),
-            high: DEFAULT_HIGH as f64,
-            low: DEFAULT_LOW as f64,
+            high: Mark::known(high_water, DEFAULT_HIGH),
+            low: Mark::known(low_water, DEFAULT_LOW),
         }
     }
 
     /// `get_write_buffer_limits()`: `(low, high)`.
     pub(crate) fn limits(&self, py: Python<'_>) -> (Py<PyAny>, Py<PyAny>) {
-        let o = |x: &Option<Py<PyAny>>| x.as_ref().map_or_else(|| py.None(), |v| v.clone_ref(py));
-        (o(&self.low_water), o(&self.high_water))
+        (self.low.obj(py), self.high.obj(py))
     }
 
-    pub(crate) fn high_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.high_water.as_ref().map(|x| x.clone_ref(py))
+    pub(crate) fn high_water(&self, py: Python<'_>) -> Py<PyAny> {
+        self.high.obj(py)
     }
 
-    pub(crate) fn low_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.low_water.as_ref().map(|x| x.clone_ref(py))
+    pub(crate) fn low_water(&self, py: Python<'_>) -> Py<PyAny> {
+        self.low.obj(py)
     }
 
     /// `_set_write_buffer_limits(high, low)` on the transport `slf`: `compute` is asyncio's
@@ -69,47 +156,84 @@ impl WriteFlow {
         let py = slf.py();
         let (h, l): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
             compute.bind(py).call1((high, low))?.extract()?;
-        let (hf, lf): (f64, f64) = (h.extract()?, l.extract()?);
+        let (h, l) = (Mark::new(h)?, Mark::new(l)?);
         let old = {
             let mut me = slf.borrow_mut();
             let f = flow(&mut me);
-            f.high = hf;
-            f.low = lf;
             (
-                f.high_water.replace(h.unbind()),
-                f.low_water.replace(l.unbind()),
+                std::mem::replace(&mut f.high, h),
+                std::mem::replace(&mut f.low, l),
             )
         };
         drop(old);
         Ok(())
     }
 
-    /// `_maybe_pause_protocol()`'s test: true (and now paused) when the buffer of `size`
-    /// bytes is above the high water mark and the protocol is not paused yet.
-    pub(crate) fn pause_needed(&mut self, size: f64) -> bool {
-        if size <= self.high || self.paused {
-            return false;
-        }
-        self.paused = true;
-        true
+    /// `_maybe_pause_protocol()`'s test on the transport `slf`, whose buffer holds `size`
+    /// bytes: true (and now paused) when `not size <= high` and the protocol is not paused
+    /// yet. A mark that is not a plain number is compared in Python with no borrow held
+    /// (its comparison may raise, as in asyncio).
+    pub(crate) fn pause_needed<T>(
+        slf: &Bound<'_, T>,
+        size: i64,
+        flow: impl Fn(&mut T) -> &mut WriteFlow,
+    ) -> PyResult<bool>
+    where
+        T: pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::False>,
+    {
+        let slow = {
+            let mut me = slf.borrow_mut();
+            let f = flow(&mut me);
+            match f.high.fast {
+                // `not size <= high`: a stored mark is never NaN (asyncio's check refuses it).
+                Some(h) => return Ok(f.set_paused_if(size as f64 > h, true)),
+                None => f.high.obj(slf.py()),
+            }
+        };
+        let above = !Mark::le(slf.py(), size, &slow)?;
+        let mut me = slf.borrow_mut();
+        Ok(flow(&mut me).set_paused_if(above, true))
     }
 
     /// `_maybe_resume_protocol()`'s test: true (and no longer paused) when the protocol is
-    /// paused and the buffer of `size` bytes is at or below the low water mark.
-    pub(crate) fn resume_needed(&mut self, size: f64) -> bool {
-        if !(self.paused && size <= self.low) {
+    /// paused and `size <= low` (compared only when paused, as asyncio's `and`).
+    pub(crate) fn resume_needed<T>(
+        slf: &Bound<'_, T>,
+        size: i64,
+        flow: impl Fn(&mut T) -> &mut WriteFlow,
+    ) -> PyResult<bool>
+    where
+        T: pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::False>,
+    {
+        let slow = {
+            let mut me = slf.borrow_mut();
+            let f = flow(&mut me);
+            if !f.paused {
+                return Ok(false);
+            }
+            match f.low.fast {
+                Some(l) => return Ok(f.set_paused_if(size as f64 <= l, false)),
+                None => f.low.obj(slf.py()),
+            }
+        };
+        let below = Mark::le(slf.py(), size, &slow)?;
+        let mut me = slf.borrow_mut();
+        Ok(flow(&mut me).set_paused_if(below, false))
+    }
+
+    /// When `cond` holds and `paused` is not `to` yet, set it to `to`: true if it changed.
+    fn set_paused_if(&mut self, cond: bool, to: bool) -> bool {
+        if !cond || self.paused == to {
             return false;
         }
-        self.paused = false;
+        self.paused = to;
         true
     }
 
     /// Visit the Python objects held (for the owner's `__traverse__`).
     pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        for x in [&self.high_water, &self.low_water].into_iter().flatten() {
-            visit.call(x)?;
-        }
-        Ok(())
+        self.high.traverse(visit)?;
+        self.low.traverse(visit)
     }
 }
 
@@ -166,11 +290,11 @@ macro_rules! write_flow_methods {
                 self.flow.paused = v;
             }
             #[getter]
-            fn _high_water(&self, py: pyo3::Python<'_>) -> Option<pyo3::Py<pyo3::PyAny>> {
+            fn _high_water(&self, py: pyo3::Python<'_>) -> pyo3::Py<pyo3::PyAny> {
                 self.flow.high_water(py)
             }
             #[getter]
-            fn _low_water(&self, py: pyo3::Python<'_>) -> Option<pyo3::Py<pyo3::PyAny>> {
+            fn _low_water(&self, py: pyo3::Python<'_>) -> pyo3::Py<pyo3::PyAny> {
                 self.flow.low_water(py)
             }
         }

@@ -29,6 +29,13 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<datagram::DatagramTransport>()?;
     m.add_class::<unix_events::ReadPipeTransport>()?;
     m.add_class::<unix_events::WritePipeTransport>()?;
+    // asyncio's __del__ of each transport, run when the cyclic GC finalizes (common.rs).
+    let py = m.py();
+    common::install_finalizer::<transports::SocketTransport>(py);
+    common::install_finalizer::<datagram::DatagramTransport>(py);
+    common::install_finalizer::<unix_events::ReadPipeTransport>(py);
+    common::install_finalizer::<unix_events::WritePipeTransport>(py);
+    common::install_finalizer::<sslproto::SSLProtocolTransport>(py);
     m.add_function(wrap_pyfunction!(selector_events::selector_kinds, m)?)?;
     m.add_function(wrap_pyfunction!(selector_events::default_selector, m)?)?;
     m.add_function(wrap_pyfunction!(selector_events::clock_resolution, m)?)?;

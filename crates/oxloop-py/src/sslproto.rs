@@ -36,6 +36,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PySlice, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::base_events::loop_debug;
+use crate::flow_control::Mark;
 
 /// asyncio's `SSLProtocol.max_size`: the buffer handed to the transport, and the most one
 /// `read()` decrypts.
@@ -188,16 +189,14 @@ pub struct SSLProtocol {
     ssl_writing_paused: bool,
     app_reading_paused: bool,
     ssl_reading_paused: bool,
-    incoming_high_water: Option<Py<PyAny>>,
-    incoming_low_water: Option<Py<PyAny>>,
-    in_high: f64,
-    in_low: f64,
+    /// `_incoming_high_water` / `_incoming_low_water`.
+    in_high: Mark,
+    in_low: Mark,
     eof_received: bool,
     app_writing_paused: bool,
-    outgoing_high_water: Option<Py<PyAny>>,
-    outgoing_low_water: Option<Py<PyAny>>,
-    out_high: f64,
-    out_low: f64,
+    /// `_outgoing_high_water` / `_outgoing_low_water`.
+    out_high: Mark,
+    out_low: Mark,
     /// The buffer the transport receives into (`get_buffer`), also used to decrypt into for a
     /// plain `Protocol` (its ciphertext is in the incoming BIO by then).
     ssl_buffer: Option<Py<PyByteArray>>,
@@ -340,14 +339,12 @@ impl SSLProtocol {
         low: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let py = slf.py();
-        let (h, l, hf, lf) = limits(py, high, low, &cached(py)?.high_water_write)?;
+        let (h, l) = limits(py, high, low, &cached(py)?.high_water_write)?;
         let old = {
             let mut me = slf.borrow_mut();
-            me.out_high = hf;
-            me.out_low = lf;
             (
-                me.outgoing_high_water.replace(h),
-                me.outgoing_low_water.replace(l),
+                std::mem::replace(&mut me.out_high, h),
+                std::mem::replace(&mut me.out_low, l),
             )
         };
         drop(old);
@@ -360,14 +357,12 @@ impl SSLProtocol {
         low: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let py = slf.py();
-        let (h, l, hf, lf) = limits(py, high, low, &cached(py)?.high_water_read)?;
+        let (h, l) = limits(py, high, low, &cached(py)?.high_water_read)?;
         let old = {
             let mut me = slf.borrow_mut();
-            me.in_high = hf;
-            me.in_low = lf;
             (
-                me.incoming_high_water.replace(h),
-                me.incoming_low_water.replace(l),
+                std::mem::replace(&mut me.in_high, h),
+                std::mem::replace(&mut me.in_low, l),
             )
         };
         drop(old);
@@ -968,17 +963,28 @@ impl SSLProtocol {
 
     fn control_app_writing(slf: Slf<'_, '_>) -> PyResult<()> {
         let py = slf.py();
-        let size = Self::get_write_buffer_size_(slf)? as f64;
+        let size = Self::get_write_buffer_size_(slf)? as i64;
+        let (high, low, paused) = {
+            let me = slf.borrow();
+            (
+                me.out_high.clone_ref(py),
+                me.out_low.clone_ref(py),
+                me.app_writing_paused,
+            )
+        };
+        // asyncio: `if size >= high and not paused: ... elif size <= low and paused: ...`.
+        let pause = high.size_ge(py, size)? && !paused;
+        let resume = !pause && low.size_le(py, size)? && paused;
         let (method, message, app) = {
             let mut me = slf.borrow_mut();
-            if size >= me.out_high && !me.app_writing_paused {
+            if pause && !me.app_writing_paused {
                 me.app_writing_paused = true;
                 (
                     intern!(py, "pause_writing"),
                     "protocol.pause_writing() failed",
                     me.app_protocol.as_ref().map(|p| p.clone_ref(py)),
                 )
-            } else if size <= me.out_low && me.app_writing_paused {
+            } else if resume && me.app_writing_paused {
                 me.app_writing_paused = false;
                 (
                     intern!(py, "resume_writing"),
@@ -1010,16 +1016,27 @@ impl SSLProtocol {
 
     fn control_ssl_reading(slf: Slf<'_, '_>) -> PyResult<()> {
         let py = slf.py();
-        let size = Self::get_read_buffer_size_(slf)? as f64;
+        let size = Self::get_read_buffer_size_(slf)? as i64;
+        let (high, low, paused) = {
+            let me = slf.borrow();
+            (
+                me.in_high.clone_ref(py),
+                me.in_low.clone_ref(py),
+                me.ssl_reading_paused,
+            )
+        };
+        // asyncio: `if size >= high and not paused: ... elif size <= low and paused: ...`.
+        let pause = high.size_ge(py, size)? && !paused;
+        let resume = !pause && low.size_le(py, size)? && paused;
         let (method, tr) = {
             let mut me = slf.borrow_mut();
-            if size >= me.in_high && !me.ssl_reading_paused {
+            if pause && !me.ssl_reading_paused {
                 me.ssl_reading_paused = true;
                 (
                     intern!(py, "pause_reading"),
                     me.transport.as_ref().map(|t| t.clone_ref(py)),
                 )
-            } else if size <= me.in_low && me.ssl_reading_paused {
+            } else if resume && me.ssl_reading_paused {
                 me.ssl_reading_paused = false;
                 (
                     intern!(py, "resume_reading"),
@@ -1125,22 +1142,19 @@ fn app_protocol_parts(app_protocol: &Bound<'_, PyAny>) -> PyResult<Parts> {
     ))
 }
 
-type Limits = (Py<PyAny>, Py<PyAny>, f64, f64);
-
-/// `add_flowcontrol_defaults(high, low, kb)`: the checked (high, low), as objects and floats.
+/// `add_flowcontrol_defaults(high, low, kb)`: the checked (high, low).
 fn limits(
     py: Python<'_>,
     high: Option<&Bound<'_, PyAny>>,
     low: Option<&Bound<'_, PyAny>>,
     kb: &Py<PyAny>,
-) -> PyResult<Limits> {
+) -> PyResult<(Mark, Mark)> {
     let (h, l): (Bound<'_, PyAny>, Bound<'_, PyAny>) = cached(py)?
         .add_flowcontrol_defaults
         .bind(py)
         .call1((high, low, kb))?
         .extract()?;
-    let (hf, lf): (f64, f64) = (h.extract()?, l.extract()?);
-    Ok((h.unbind(), l.unbind(), hf, lf))
+    Ok((Mark::new(h)?, Mark::new(l)?))
 }
 
 fn items_of<'py>(list_of_data: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
@@ -1243,8 +1257,8 @@ impl SSLProtocol {
             outgoing: outgoing.unbind(),
             sslobj: sslobj.unbind(),
         };
-        let (ih, il, ihf, ilf) = limits(py, None, None, &c.high_water_read)?;
-        let (oh, ol, ohf, olf) = limits(py, None, None, &c.high_water_write)?;
+        let (in_high, in_low) = limits(py, None, None, &c.high_water_read)?;
+        let (out_high, out_low) = limits(py, None, None, &c.high_water_write)?;
         Ok(SSLProtocol {
             loop_: Some(r#loop.clone().unbind()),
             app_protocol: Some(app_protocol.clone().unbind()),
@@ -1275,16 +1289,12 @@ impl SSLProtocol {
             ssl_writing_paused: false,
             app_reading_paused: false,
             ssl_reading_paused: false,
-            incoming_high_water: Some(ih),
-            incoming_low_water: Some(il),
-            in_high: ihf,
-            in_low: ilf,
+            in_high,
+            in_low,
             eof_received: false,
             app_writing_paused: false,
-            outgoing_high_water: Some(oh),
-            outgoing_low_water: Some(ol),
-            out_high: ohf,
-            out_low: olf,
+            out_high,
+            out_low,
             ssl_buffer: None,
             ssl_buffer_view: None,
             handshake_start_time: None,
@@ -1378,19 +1388,21 @@ impl SSLProtocol {
         Ok(())
     }
 
-    fn get_buffer(slf: &Bound<'_, Self>, n: isize) -> PyResult<Py<PyAny>> {
-        let want = if n <= 0 || n as usize > MAX_SIZE {
-            MAX_SIZE
-        } else {
-            n as usize
-        };
-        // The buffer is max_size (the most any request gets), as asyncio's.
-        debug_assert!(want <= MAX_SIZE);
+    /// asyncio: `want = n; if want <= 0 or want > self.max_size: want = self.max_size`, then
+    /// the buffer (of max_size bytes from the start, so never smaller than `want`) is
+    /// returned whole. Only the comparisons of an `n` that is not an int can fail (as there).
+    fn get_buffer(slf: &Bound<'_, Self>, n: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        if !n.is_instance_of::<pyo3::types::PyInt>() && !n.le(0)? {
+            n.gt(MAX_SIZE)?;
+        }
         Ok(Self::ensure_ssl_buffer(slf, MAX_SIZE)?.1)
     }
 
-    fn buffer_updated(slf: &Bound<'_, Self>, nbytes: isize) -> PyResult<()> {
+    /// asyncio: `self._incoming.write(self._ssl_buffer_view[:nbytes])`, then the state's step.
+    fn buffer_updated(slf: &Bound<'_, Self>, nbytes: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
+        // asyncio's buffer exists from the start; here it is made at the first get_buffer().
+        Self::ensure_ssl_buffer(slf, MAX_SIZE)?;
         let (view, write, state) = {
             let me = slf.borrow();
             (
@@ -1402,7 +1414,19 @@ impl SSLProtocol {
         let (Some(view), Some(write)) = (view, write) else {
             return Err(none_attr("write"));
         };
-        let part = view.bind(py).get_item(PySlice::new(py, 0, nbytes, 1))?;
+        let part = match nbytes.extract::<isize>() {
+            Ok(n) if nbytes.is_exact_instance_of::<pyo3::types::PyInt>() => {
+                view.bind(py).get_item(PySlice::new(py, 0, n, 1))?
+            }
+            // Anything else (None, a huge int, an __index__ object, a float): Python's slicing.
+            _ => {
+                let sl = py
+                    .import(intern!(py, "builtins"))?
+                    .getattr(intern!(py, "slice"))?
+                    .call1((nbytes,))?;
+                view.bind(py).get_item(sl)?
+            }
+        };
         write.call1(py, (&part,))?;
         drop(part);
         match state {
@@ -1715,20 +1739,20 @@ impl SSLProtocol {
         self.ssl_shutdown_timeout.clone_ref(py)
     }
     #[getter]
-    fn _outgoing_high_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.outgoing_high_water.as_ref().map(|t| t.clone_ref(py))
+    fn _outgoing_high_water(&self, py: Python<'_>) -> Py<PyAny> {
+        self.out_high.obj(py)
     }
     #[getter]
-    fn _outgoing_low_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.outgoing_low_water.as_ref().map(|t| t.clone_ref(py))
+    fn _outgoing_low_water(&self, py: Python<'_>) -> Py<PyAny> {
+        self.out_low.obj(py)
     }
     #[getter]
-    fn _incoming_high_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.incoming_high_water.as_ref().map(|t| t.clone_ref(py))
+    fn _incoming_high_water(&self, py: Python<'_>) -> Py<PyAny> {
+        self.in_high.obj(py)
     }
     #[getter]
-    fn _incoming_low_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.incoming_low_water.as_ref().map(|t| t.clone_ref(py))
+    fn _incoming_low_water(&self, py: Python<'_>) -> Py<PyAny> {
+        self.in_low.obj(py)
     }
     #[getter]
     fn _handshake_timeout_handle(&self, py: Python<'_>) -> Option<Py<PyAny>> {
@@ -1754,10 +1778,6 @@ impl SSLProtocol {
             &self.waiter,
             &self.transport,
             &self.transport_write,
-            &self.incoming_high_water,
-            &self.incoming_low_water,
-            &self.outgoing_high_water,
-            &self.outgoing_low_water,
             &self.ssl_buffer_view,
             &self.handshake_timeout_handle,
             &self.shutdown_timeout_handle,
@@ -1769,6 +1789,9 @@ impl SSLProtocol {
         }
         visit.call(&self.ssl_handshake_timeout)?;
         visit.call(&self.ssl_shutdown_timeout)?;
+        for m in [&self.in_high, &self.in_low, &self.out_high, &self.out_low] {
+            m.traverse(&visit)?;
+        }
         if let Some(e) = &self.extra {
             visit.call(e)?;
         }
@@ -1957,8 +1980,7 @@ impl SSLProtocolTransport {
         let py = slf.py();
         let p = Self::proto(slf, "_outgoing_low_water")?;
         let me = p.borrow();
-        let o = |x: &Option<Py<PyAny>>| x.as_ref().map_or_else(|| py.None(), |v| v.clone_ref(py));
-        Ok((o(&me.outgoing_low_water), o(&me.outgoing_high_water)))
+        Ok((me.out_low.obj(py), me.out_high.obj(py)))
     }
 
     /// The size of the write buffers: the data not yet encrypted plus the encrypted data not
@@ -1983,8 +2005,7 @@ impl SSLProtocolTransport {
         let py = slf.py();
         let p = Self::proto(slf, "_incoming_low_water")?;
         let me = p.borrow();
-        let o = |x: &Option<Py<PyAny>>| x.as_ref().map_or_else(|| py.None(), |v| v.clone_ref(py));
-        Ok((o(&me.incoming_low_water), o(&me.incoming_high_water)))
+        Ok((me.in_low.obj(py), me.in_high.obj(py)))
     }
 
     fn get_read_buffer_size(slf: &Bound<'_, Self>) -> PyResult<isize> {
@@ -2036,19 +2057,31 @@ impl SSLProtocolTransport {
     }
 
     /// Close the transport immediately: buffered data is lost, connection_lost(None) follows.
+    /// (3.13: `self._force_close(None)`; 3.11/3.12 the same steps, spelled out.)
     fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::_force_close(slf, None)
+        let p = Self::mark_closed(slf);
+        if let Some(p) = p {
+            SSLProtocol::abort_(p.bind(slf.py()), None)?;
+        }
+        Ok(())
     }
 
-    #[pyo3(signature = (exc=None))]
-    fn _force_close(slf: &Bound<'_, Self>, exc: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let p = {
-            let mut me = slf.borrow_mut();
-            me.closed = true;
-            me.ssl_protocol.as_ref().map(|p| p.clone_ref(slf.py()))
-        };
+    /// 3.13: `_closed = True`, then `_ssl_protocol._abort(exc)` unless the protocol is gone.
+    /// 3.11/3.12: `self._ssl_protocol._abort(exc)` with no such check, on an `_abort()` that
+    /// takes no argument: always an error there (AttributeError or TypeError), as asyncio's.
+    fn _force_close(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let p = Self::mark_closed(slf);
+        if !cached(py)?.abort_takes_exc {
+            return Err(match p {
+                None => none_attr("_abort"),
+                Some(_) => PyTypeError::new_err(
+                    "SSLProtocol._abort() takes 1 positional argument but 2 were given",
+                ),
+            });
+        }
         if let Some(p) = p {
-            SSLProtocol::abort_(p.bind(slf.py()), exc.filter(|e| !e.is_none()))?;
+            SSLProtocol::abort_(p.bind(py), Some(exc).filter(|e| !e.is_none()))?;
         }
         Ok(())
     }
@@ -2079,6 +2112,30 @@ impl SSLProtocolTransport {
     }
 }
 
+impl SSLProtocolTransport {
+    /// `_closed = True`; the SSL protocol, if still attached.
+    fn mark_closed(slf: &Bound<'_, Self>) -> Option<Py<SSLProtocol>> {
+        let mut me = slf.borrow_mut();
+        me.closed = true;
+        me.ssl_protocol.as_ref().map(|p| p.clone_ref(slf.py()))
+    }
+}
+
+impl crate::common::Finalize for SSLProtocolTransport {
+    /// asyncio's `__del__`: an unclosed transport is marked closed and warns.
+    fn finalize(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let mut me = slf.try_borrow_mut()?;
+            if me.closed {
+                return Ok(());
+            }
+            me.closed = true;
+        }
+        cached(py)?.unclosed_warning.call0(py).map(drop)
+    }
+}
+
 impl Drop for SSLProtocolTransport {
     /// asyncio's `__del__`: an unclosed transport warns (ResourceWarning).
     fn drop(&mut self) {
@@ -2097,5 +2154,39 @@ impl Drop for SSLProtocolTransport {
                 p.restore(py);
             }
         });
+    }
+}
+
+#[pymethods]
+impl SSLProtocol {
+    #[getter]
+    fn _app_transport_created(&self) -> bool {
+        self.app_transport_created
+    }
+}
+
+/// asyncio's `_SSLProtocolTransport` is a `_FlowControlMixin` whose `__init__` never runs:
+/// these are the mixin's own methods (on its `_high_water`/`_low_water`, unset until
+/// `_set_write_buffer_limits()` sets them), as asyncio's app transport has them.
+#[pymethods]
+impl SSLProtocolTransport {
+    #[pyo3(signature = (high=None, low=None))]
+    fn _set_write_buffer_limits(
+        slf: &Bound<'_, Self>,
+        high: Option<&Bound<'_, PyAny>>,
+        low: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let none = py.None().into_bound(py);
+        let (h, l) = (high.unwrap_or(&none), low.unwrap_or(&none));
+        crate::common::call_base_method(slf.as_any(), "_set_write_buffer_limits", &[h, l])
+    }
+
+    fn _maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        crate::common::call_base_method(slf.as_any(), "_maybe_pause_protocol", &[])
+    }
+
+    fn _maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        crate::common::call_base_method(slf.as_any(), "_maybe_resume_protocol", &[])
     }
 }

@@ -37,8 +37,6 @@ use crate::errors::to_pyerr;
 use crate::flow_control::{report_flow_error, write_flow_methods, WriteFlow};
 use crate::selector_events::{add_watcher, remove_watcher};
 
-/// asyncio's `_SelectorTransport.max_size`: the most one recv() reads.
-const MAX_SIZE: usize = 256 * 1024;
 /// Small writes queued behind each other share a chunk up to this size.
 const COALESCE: usize = 64 * 1024;
 /// At most this many chunks per sendmsg().
@@ -285,7 +283,7 @@ pub struct SocketTransport {
     empty_waiter: Option<Py<PyAny>>,
     /// Write flow control: limits and `_protocol_paused`.
     flow: WriteFlow,
-    max_size: usize,
+    max_size: crate::common::MaxSize,
 }
 
 /// The end of asyncio's `_SelectorTransport._force_close(exc)` once the loop is known: stop
@@ -553,10 +551,16 @@ impl SocketTransport {
     /// asyncio's `_fatal_error(exc, message)`.
     fn fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
         let py = slf.py();
+        let is_os = exc.is_instance_of::<PyOSError>();
         let Some(loop_) = loop_of(slf) else {
-            return Self::force_close(slf, exc.clone());
+            // asyncio: `self._loop` is None once the connection is lost.
+            return Err(PyAttributeErrorNone::err(if is_os {
+                "get_debug"
+            } else {
+                "call_exception_handler"
+            }));
         };
-        if exc.is_instance_of::<PyOSError>() {
+        if is_os {
             if loop_debug(&loop_)? {
                 cached(py)?
                     .fatal_error_debug
@@ -651,14 +655,11 @@ impl SocketTransport {
     /// `_maybe_pause_protocol()`.
     fn maybe_pause(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let protocol = {
-            let mut me = slf.borrow_mut();
-            let size = me.buffer.size as f64;
-            if !me.flow.pause_needed(size) {
-                return Ok(());
-            }
-            me.protocol.as_ref().map(|p| p.clone_ref(py))
-        };
+        let size = slf.borrow().buffer.size as i64;
+        if !WriteFlow::pause_needed(slf, size, |me| &mut me.flow)? {
+            return Ok(());
+        }
+        let protocol = slf.borrow().protocol.as_ref().map(|p| p.clone_ref(py));
         let res = match &protocol {
             Some(p) => p.call_method0(py, intern!(py, "pause_writing")).map(drop),
             None => Err(PyAttributeErrorNone::err("pause_writing")),
@@ -669,14 +670,11 @@ impl SocketTransport {
     /// `_maybe_resume_protocol()`.
     fn maybe_resume(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let protocol = {
-            let mut me = slf.borrow_mut();
-            let size = me.buffer.size as f64;
-            if !me.flow.resume_needed(size) {
-                return Ok(());
-            }
-            me.protocol.as_ref().map(|p| p.clone_ref(py))
-        };
+        let size = slf.borrow().buffer.size as i64;
+        if !WriteFlow::resume_needed(slf, size, |me| &mut me.flow)? {
+            return Ok(());
+        }
+        let protocol = slf.borrow().protocol.as_ref().map(|p| p.clone_ref(py));
         let res = match &protocol {
             Some(p) => p.call_method0(py, intern!(py, "resume_writing")).map(drop),
             None => Err(PyAttributeErrorNone::err("resume_writing")),
@@ -706,13 +704,23 @@ impl SocketTransport {
     /// `_read_ready__data_received`.
     fn read_data_received(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let (loop_, fd, max_size, protocol) = {
+        let (loop_, fd, max_size, slow, protocol) = {
             let me = slf.borrow();
             let (Some(l), Some(p)) = (&me.loop_, &me.protocol) else {
                 return Ok(());
             };
-            (l.clone_ref(py), me.fd, me.max_size, p.clone_ref(py))
+            let slow = me.max_size.slow(py);
+            (
+                l.clone_ref(py),
+                me.fd,
+                me.max_size.native,
+                slow,
+                p.clone_ref(py),
+            )
         };
+        if let Some(n) = slow {
+            return Self::read_data_received_slow(slf, n, protocol);
+        }
         let loop_ = loop_.bind(py);
         let core = loop_.cast::<LoopCore>().ok();
         let mut buf = match core.and_then(|c| c.try_borrow_mut().ok()) {
@@ -749,6 +757,33 @@ impl SocketTransport {
                         "Fatal error: protocol.data_received() call failed.",
                     ),
                 }
+            }
+        }
+    }
+
+    /// `_read_ready__data_received` with a `max_size` the native read does not take: asyncio's
+    /// own `self._sock.recv(self.max_size)`.
+    fn read_data_received_slow(
+        slf: &Bound<'_, Self>,
+        max_size: Py<PyAny>,
+        protocol: Py<PyAny>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let Some(sock) = slf.borrow().sock.as_ref().map(|s| s.clone_ref(py)) else {
+            return Err(PyAttributeErrorNone::err("recv"));
+        };
+        let data = match sock.call_method1(py, intern!(py, "recv"), (max_size,)) {
+            Ok(d) => d,
+            Err(e) if crate::common::would_block(py, &e) => return Ok(()),
+            Err(e) => return Self::fatal_pyerr(slf, e, "Fatal read error on socket transport"),
+        };
+        if !data.bind(py).is_truthy()? {
+            return Self::on_eof(slf);
+        }
+        match protocol.call_method1(py, intern!(py, "data_received"), (data,)) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                Self::fatal_pyerr(slf, e, "Fatal error: protocol.data_received() call failed.")
             }
         }
     }
@@ -1186,7 +1221,7 @@ impl SocketTransport {
                     c.default_high.clone_ref(py),
                     c.default_low.clone_ref(py),
                 ),
-                max_size: MAX_SIZE,
+                max_size: crate::common::MaxSize::new(),
             },
         )?;
         Self::set_protocol(&tr, protocol)?;
@@ -1604,18 +1639,12 @@ impl SocketTransport {
         PyByteArray::new(py, &self.buffer.snapshot())
     }
     #[getter]
-    fn max_size(&self) -> usize {
-        self.max_size
+    fn max_size(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.max_size.get(py)
     }
     #[setter]
-    fn set_max_size(&mut self, v: usize) -> PyResult<()> {
-        if v == 0 {
-            return Err(pyo3::exceptions::PyValueError::new_err(
-                "max_size must be positive",
-            ));
-        }
-        self.max_size = v;
-        Ok(())
+    fn set_max_size(&mut self, v: &Bound<'_, PyAny>) {
+        self.max_size.set(v);
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -1632,6 +1661,7 @@ impl SocketTransport {
             visit.call(x)?;
         }
         self.flow.traverse(&visit)?;
+        self.max_size.traverse(&visit)?;
         if let Some(e) = &self.extra {
             visit.call(e)?;
         }
@@ -1651,6 +1681,7 @@ impl SocketTransport {
 
     fn __clear__(&mut self) {
         // The socket is kept: the finalizer still warns about and closes an unclosed one.
+        self.max_size = crate::common::MaxSize::new();
         self.loop_ = None;
         self.protocol = None;
         self.server = None;
@@ -1666,6 +1697,23 @@ impl SocketTransport {
 write_flow_methods!(SocketTransport);
 
 selector_transport_attrs!(SocketTransport);
+
+impl crate::common::Finalize for SocketTransport {
+    fn finalize(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let server = slf.try_borrow()?.server.as_ref().map(|s| s.clone_ref(py));
+        crate::common::finalize_unclosed(
+            slf,
+            |me| me.sock.is_some(),
+            |me| me.sock.take(),
+            || match &server {
+                // 3.13: the server forgets the client (its WeakSet already has).
+                Some(server) => cached(py)?.detach_dead.call1(py, (server,)).map(drop),
+                None => Ok(()),
+            },
+        )
+    }
+}
 
 impl Drop for SocketTransport {
     /// asyncio's `__del__`: an unclosed transport warns (ResourceWarning) and closes its socket.
@@ -1704,5 +1752,19 @@ impl Drop for SocketTransport {
                 p.restore(py);
             }
         });
+    }
+}
+
+#[pymethods]
+impl SocketTransport {
+    /// `_buffer_factory`: asyncio's class attribute (3.9-3.11: `bytearray`; 3.12+ has none).
+    #[getter]
+    fn _buffer_factory(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        crate::common::asyncio_class_attr(
+            py,
+            "SOCKET_BUFFER_FACTORY",
+            "SocketTransport",
+            "_buffer_factory",
+        )
     }
 }

@@ -41,8 +41,6 @@ use crate::errors::to_pyerr;
 use crate::flow_control::{report_flow_error, write_flow_methods, WriteFlow};
 use crate::transports::{add_reader, add_writer, is_exit, remove_reader, remove_writer};
 
-/// asyncio's `_UnixReadPipeTransport.max_size`: the most one read() returns.
-const MAX_SIZE: usize = 256 * 1024;
 /// The loop's read buffer is kept when at most this large.
 const MAX_KEPT_READ_BUFFER: usize = 1 << 20;
 /// Queued writes smaller than this are copied (and coalesced); a larger `bytes` object is
@@ -358,7 +356,7 @@ pub struct ReadPipeTransport {
     extra: Option<Py<PyDict>>,
     closing: bool,
     paused: bool,
-    max_size: usize,
+    max_size: crate::common::MaxSize,
 }
 
 impl ReadPipeTransport {
@@ -391,8 +389,6 @@ impl ReadPipeTransport {
             let me = slf.borrow();
             (clone_opt(py, &me.loop_), clone_opt(py, &me.protocol))
         };
-        let loop_ = loop_.ok_or_else(|| none_attr("get_debug"))?;
-        let loop_ = loop_.bind(py);
         let eio = exc.is_instance_of::<PyOSError>()
             && exc
                 .getattr(intern!(py, "errno"))?
@@ -400,6 +396,15 @@ impl ReadPipeTransport {
                 .ok()
                 .flatten()
                 == Some(libc::EIO);
+        // asyncio's first use of `self._loop` (None once the connection is lost).
+        let loop_ = loop_.ok_or_else(|| {
+            none_attr(if eio {
+                "get_debug"
+            } else {
+                "call_exception_handler"
+            })
+        })?;
+        let loop_ = loop_.bind(py);
         if eio {
             if loop_debug(loop_)? {
                 cached(py)?
@@ -466,7 +471,7 @@ impl ReadPipeTransport {
                 extra: Some(extra.unbind()),
                 closing: false,
                 paused: false,
-                max_size: MAX_SIZE,
+                max_size: crate::common::MaxSize::new(),
             },
         )?;
         let call_soon = r#loop.getattr(intern!(py, "call_soon"))?;
@@ -539,7 +544,12 @@ impl ReadPipeTransport {
             let Some(l) = &me.loop_ else {
                 return Ok(());
             };
-            (l.clone_ref(py), me.fileno, me.max_size)
+            if let Some(n) = me.max_size.slow(py) {
+                let fd = me.fileno;
+                drop(me);
+                return Self::read_ready_slow(slf, fd, n);
+            }
+            (l.clone_ref(py), me.fileno, me.max_size.native)
         };
         let loop_ = loop_.bind(py);
         let (res, data) = read_pipe(py, loop_, fd, max_size)?;
@@ -630,16 +640,12 @@ impl ReadPipeTransport {
         self.paused
     }
     #[getter]
-    fn max_size(&self) -> usize {
-        self.max_size
+    fn max_size(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.max_size.get(py)
     }
     #[setter]
-    fn set_max_size(&mut self, v: usize) -> PyResult<()> {
-        if v == 0 {
-            return Err(PyValueError::new_err("max_size must be positive"));
-        }
-        self.max_size = v;
-        Ok(())
+    fn set_max_size(&mut self, v: &Bound<'_, PyAny>) {
+        self.max_size.set(v);
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -652,12 +658,13 @@ impl ReadPipeTransport {
         if let Some(e) = &self.extra {
             visit.call(e)?;
         }
-        Ok(())
+        self.max_size.traverse(&visit)
     }
 
     fn __clear__(&mut self) {
         // The pipe is visited but kept (its own clear breaks a cycle through it): the
         // finalizer still warns about and closes an unclosed one.
+        self.max_size = crate::common::MaxSize::new();
         self.loop_ = None;
         self.protocol = None;
         self.extra = None;
@@ -665,6 +672,17 @@ impl ReadPipeTransport {
 }
 
 pipe_shared_methods!(ReadPipeTransport);
+
+impl crate::common::Finalize for ReadPipeTransport {
+    fn finalize(slf: &Bound<'_, Self>) -> PyResult<()> {
+        crate::common::finalize_unclosed(
+            slf,
+            |me| me.pipe.is_some(),
+            |me| me.pipe.take(),
+            || Ok(()),
+        )
+    }
+}
 
 impl Drop for ReadPipeTransport {
     fn drop(&mut self) {
@@ -872,7 +890,13 @@ impl WritePipeTransport {
             let mut me = slf.borrow_mut();
             me.closing = true;
             let had = !me.buffer.is_empty();
-            (me.loop_or_err(py, "_remove_writer"), me.fileno, had)
+            // asyncio's first use of `self._loop` (None once the connection is lost).
+            let first = if had {
+                "_remove_writer"
+            } else {
+                "_remove_reader"
+            };
+            (me.loop_or_err(py, first), me.fileno, had)
         };
         let loop_ = loop_?;
         let loop_ = loop_.bind(py);
@@ -891,13 +915,20 @@ impl WritePipeTransport {
     /// `_fatal_error(exc, message)`: an OSError is only logged in debug mode.
     fn fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
         let py = slf.py();
+        let is_os = exc.is_instance_of::<PyOSError>();
         let (loop_, protocol) = {
             let me = slf.borrow();
-            (me.loop_or_err(py, "get_debug"), clone_opt(py, &me.protocol))
+            // asyncio's first use of `self._loop` (None once the connection is lost).
+            let first = if is_os {
+                "get_debug"
+            } else {
+                "call_exception_handler"
+            };
+            (me.loop_or_err(py, first), clone_opt(py, &me.protocol))
         };
         let loop_ = loop_?;
         let loop_ = loop_.bind(py);
-        if exc.is_instance_of::<PyOSError>() {
+        if is_os {
             if loop_debug(loop_)? {
                 cached(py)?
                     .fatal_error_debug
@@ -926,14 +957,11 @@ impl WritePipeTransport {
     /// `_maybe_pause_protocol()`.
     fn maybe_pause(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let protocol = {
-            let mut me = slf.borrow_mut();
-            let size = me.buffer.size as f64;
-            if !me.flow.pause_needed(size) {
-                return Ok(());
-            }
-            clone_opt(py, &me.protocol)
-        };
+        let size = slf.borrow().buffer.size as i64;
+        if !WriteFlow::pause_needed(slf, size, |me| &mut me.flow)? {
+            return Ok(());
+        }
+        let protocol = clone_opt(py, &slf.borrow().protocol);
         let res = match &protocol {
             Some(p) => p.call_method0(py, intern!(py, "pause_writing")).map(drop),
             None => Err(none_attr("pause_writing")),
@@ -944,14 +972,11 @@ impl WritePipeTransport {
     /// `_maybe_resume_protocol()`.
     fn maybe_resume(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let protocol = {
-            let mut me = slf.borrow_mut();
-            let size = me.buffer.size as f64;
-            if !me.flow.resume_needed(size) {
-                return Ok(());
-            }
-            clone_opt(py, &me.protocol)
-        };
+        let size = slf.borrow().buffer.size as i64;
+        if !WriteFlow::resume_needed(slf, size, |me| &mut me.flow)? {
+            return Ok(());
+        }
+        let protocol = clone_opt(py, &slf.borrow().protocol);
         let res = match &protocol {
             Some(p) => p.call_method0(py, intern!(py, "resume_writing")).map(drop),
             None => Err(none_attr("resume_writing")),
@@ -1340,6 +1365,17 @@ write_flow_methods!(WritePipeTransport);
 
 pipe_shared_methods!(WritePipeTransport);
 
+impl crate::common::Finalize for WritePipeTransport {
+    fn finalize(slf: &Bound<'_, Self>) -> PyResult<()> {
+        crate::common::finalize_unclosed(
+            slf,
+            |me| me.pipe.is_some(),
+            |me| me.pipe.take(),
+            || Ok(()),
+        )
+    }
+}
+
 impl Drop for WritePipeTransport {
     fn drop(&mut self) {
         let Some(pipe_obj) = self.pipe.take() else {
@@ -1364,5 +1400,42 @@ impl Drop for WritePipeTransport {
                 p.restore(py);
             }
         });
+    }
+}
+
+// asyncio's write pipe transport is a `Transport` (through `_FlowControlMixin`), hence a
+// `ReadTransport`: these raise NotImplementedError, from asyncio's own base classes.
+crate::common::base_class_methods!(
+    WritePipeTransport;
+    pause_reading(),
+    resume_reading(),
+    is_reading(),
+);
+
+impl ReadPipeTransport {
+    /// `_read_ready` with a `max_size` the native read does not take: asyncio's own
+    /// `os.read(self._fileno, self.max_size)` (an error other than OSError propagates).
+    fn read_ready_slow(slf: &Bound<'_, Self>, fd: RawFd, max_size: Py<PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let data = match py
+            .import(intern!(py, "os"))?
+            .call_method1(intern!(py, "read"), (fd, max_size))
+        {
+            Ok(d) => d,
+            Err(e) if crate::common::would_block(py, &e) => return Ok(()),
+            Err(e) if e.is_instance_of::<PyOSError>(py) => {
+                let exc = e.into_value(py).into_bound(py).into_any();
+                return Self::fatal_error(slf, &exc, "Fatal read error on pipe transport");
+            }
+            Err(e) => return Err(e),
+        };
+        if !data.is_truthy()? {
+            let loop_ = clone_opt(py, &slf.borrow().loop_).ok_or_else(|| none_attr("get_debug"))?;
+            return Self::on_eof(slf, loop_.bind(py));
+        }
+        let protocol = slf.borrow().protocol.as_ref().map(|p| p.clone_ref(py));
+        let protocol = protocol.ok_or_else(|| none_attr("data_received"))?;
+        protocol.call_method1(py, intern!(py, "data_received"), (data,))?;
+        Ok(())
     }
 }
