@@ -1303,3 +1303,95 @@ def test_max_size_of_any_value_reads_as_asyncio(loop, loop_factory, exc_handler_
     problems = [f"{k}: {got[k]!r}\n   asyncio {w!r}" for k, w in want.items() if got[k] != w]
     assert not problems, "\n".join(problems)
     assert want["udp", "None"][0][0] == 256 * 1024  # the class attribute, also on UDP
+
+
+# ---------------------------------------------------------------------------
+# The same class of bug as issue 10's F1, in the transports: the user closes the socket under
+# a live transport and another socket takes over its fd number. asyncio's transports call
+# self._sock.recv/send, which fail with EBADF; nothing may reach the new socket.
+
+
+class _RecordingProtocol(asyncio.DatagramProtocol, asyncio.Protocol):
+    def __init__(self):
+        self.events = []
+
+    def connection_made(self, t):
+        self.events.append("made")
+
+    def data_received(self, d):
+        self.events.append(("data", d))
+
+    def datagram_received(self, d, addr):
+        self.events.append(("datagram", d))
+
+    def eof_received(self):
+        self.events.append("eof")
+
+    def error_received(self, e):
+        self.events.append(("error", type(e), getattr(e, "errno", None)))
+
+    def connection_lost(self, e):
+        self.events.append(("lost", type(e), getattr(e, "errno", None)))
+
+
+def _closed_under_transport_outcome(lp, dgram):
+    handler_messages = []
+
+    def handler(loop, ctx):
+        # asyncio's class names differ from the native ones (documented repr difference)
+        handler_messages.append(ctx.get("message").replace("_SelectorDatagramTransport",
+                                                           "DatagramTransport"))
+
+    lp.set_exception_handler(handler)
+
+    async def main():
+        kind = socket.SOCK_DGRAM if dgram else socket.SOCK_STREAM
+        a, b = socket.socketpair(socket.AF_UNIX, kind)
+        if dgram:
+            tr, pr = await lp.create_datagram_endpoint(_RecordingProtocol, sock=a)
+        else:
+            tr, pr = await lp.connect_accepted_socket(_RecordingProtocol, a)
+        fd = a.fileno()
+        await asyncio.sleep(0)
+        a.close()
+        b.close()
+        c, d = socket.socketpair(socket.AF_UNIX, kind)
+        try:
+            if d.fileno() == fd:
+                c, d = d, c
+            assert c.fileno() == fd
+            c.setblocking(False)
+            d.setblocking(False)
+            d.send(b"for-c")
+            await asyncio.sleep(0.02)
+            (tr.sendto if dgram else tr.write)(b"oops")
+            await asyncio.sleep(0.02)
+            with pytest.raises(BlockingIOError):
+                d.recv(100)  # the transport's write reached no other socket
+            assert c.recv(100) == b"for-c"  # nor did its reads take the new socket's data
+            tr.close() if dgram else tr.abort()
+            await asyncio.sleep(0.01)
+            # A closed fd polls ready on every iteration: how often an error repeats
+            # depends on timing; the sequence of distinct events does not.
+            events = [e for i, e in enumerate(pr.events) if i == 0 or pr.events[i - 1] != e]
+            return events, sorted(set(handler_messages))
+        finally:
+            c.close()
+            d.close()
+
+    return lp.run_until_complete(asyncio.wait_for(main(), 10))
+
+
+@pytest.mark.parametrize("dgram", [False, True], ids=["stream", "datagram"])
+def test_socket_closed_under_transport_never_reaches_the_fds_next_file(loop_factory, loop,
+                                                                        dgram):
+    stock = loop_factory.new_stock_loop()
+    try:
+        expected = _closed_under_transport_outcome(stock, dgram)
+    finally:
+        stock.close()
+    got = _closed_under_transport_outcome(loop, dgram)
+    assert got == expected
+    if not dgram:
+        # the write fails as sock.send() on the closed socket: EBADF, no handler call
+        assert expected == (["made", ("lost", OSError, 9)], [])

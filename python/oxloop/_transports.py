@@ -166,4 +166,4 @@ def pipe_polling(loop, fd, event):
 #: ``_buffer_factory`` (3.9-3.11 stream transport: bytearray; datagram: collections.deque),
 #: None where the running asyncio's class has none.
 SOCKET_BUFFER_FACTORY = getattr(selector_events._SelectorSocketTransport, "_buffer_factory", None)
-DATAGRAM_BUFFER_FACTORY = getattr(_AsyncioDatagram, "_buffer_factory", None)
+DATAGRAM_BUFFER_FACTORY = getattr(selector_events._SelectorDatagramTransport, "_buffer_factory", None)

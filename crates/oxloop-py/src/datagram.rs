@@ -39,6 +39,7 @@ use crate::common::{common, deref_common, Common};
 use crate::errors::to_pyerr;
 use crate::flow_control::{report_flow_error, write_flow_methods, WriteFlow};
 use crate::selector_events::add_watcher;
+use crate::sock::io_fd;
 use crate::transports::{
     add_writer, force_close_tail, is_exit, loop_is_closed, polling, remove_reader, remove_writer,
     selector_transport_attrs, Data,
@@ -573,7 +574,10 @@ impl DatagramTransport {
         let py = slf.py();
         let (fd, sock) = {
             let me = slf.borrow();
-            (me.fd, me.sock.as_ref().map(|s| s.clone_ref(py)))
+            (
+                io_fd(py, me.sock.as_ref()),
+                me.sock.as_ref().map(|s| s.clone_ref(py)),
+            )
         };
         let Some(sock) = sock else {
             let name = match target {
@@ -711,7 +715,12 @@ impl DatagramTransport {
             let ip = me.family == libc::AF_INET || me.family == libc::AF_INET6;
             let n = me.max_size.native;
             let n = if ip { n.min(IP_DATAGRAM_READ) } else { n };
-            (l.clone_ref(py), me.fd, n, p.clone_ref(py))
+            (
+                l.clone_ref(py),
+                io_fd(py, me.sock.as_ref()),
+                n,
+                p.clone_ref(py),
+            )
         };
         let loop_ = loop_.bind(py);
         let core = loop_.cast::<LoopCore>().ok();

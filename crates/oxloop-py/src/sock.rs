@@ -401,6 +401,13 @@ fn head_fd(sock: &Bound<'_, PyAny>) -> RawFd {
     unsafe { (*sock.as_ptr().cast::<SocketObjectHead>()).sock_fd }
 }
 
+/// The fd a transport's socket holds now, for its recv/send calls: -1 once the socket was closed
+/// or detached under it (or is gone), so that the call fails with EBADF as asyncio's
+/// `self._sock.recv(...)` does, instead of reaching a file that took over the old number.
+pub(crate) fn io_fd(py: Python<'_>, sock: Option<&Py<PyAny>>) -> RawFd {
+    sock.and_then(|s| current_fd(s.bind(py)).ok()).unwrap_or(-1)
+}
+
 /// The fd a socket object holds now (-1 once closed or detached): its C field when the layout
 /// was verified, else its fileno().
 pub(crate) fn current_fd(sock: &Bound<'_, PyAny>) -> PyResult<RawFd> {

@@ -36,6 +36,7 @@ use crate::common::{common, deref_common, Common};
 use crate::errors::to_pyerr;
 use crate::flow_control::{report_flow_error, write_flow_methods, WriteFlow};
 use crate::selector_events::{add_watcher, remove_watcher};
+use crate::sock::io_fd;
 
 /// Small writes queued behind each other share a chunk up to this size.
 const COALESCE: usize = 64 * 1024;
@@ -712,7 +713,7 @@ impl SocketTransport {
             let slow = me.max_size.slow(py);
             (
                 l.clone_ref(py),
-                me.fd,
+                io_fd(py, me.sock.as_ref()),
                 me.max_size.native,
                 slow,
                 p.clone_ref(py),
@@ -796,7 +797,11 @@ impl SocketTransport {
             let (Some(p), Some(s)) = (&me.protocol, &me.sock) else {
                 return Ok(());
             };
-            (me.fd, p.clone_ref(py), s.clone_ref(py))
+            (
+                io_fd(py, me.sock.as_ref()),
+                p.clone_ref(py),
+                s.clone_ref(py),
+            )
         };
         let protocol = protocol.bind(py);
         let got = protocol
@@ -896,7 +901,7 @@ impl SocketTransport {
             if me.conn_lost > 0 {
                 return Ok(());
             }
-            me.buffer.send(me.fd)
+            me.buffer.send(io_fd(py, me.sock.as_ref()))
         };
         match res {
             Ok(None) => Ok(()),
@@ -952,7 +957,7 @@ impl SocketTransport {
         if closing {
             Self::call_connection_lost_(slf, py.None().into_bound(py))?;
         } else if eof {
-            shutdown_wr(fd)?;
+            shutdown_wr(io_fd(py, slf.borrow().sock.as_ref()))?;
         }
         Ok(())
     }
@@ -1010,9 +1015,10 @@ impl SocketTransport {
     /// Queues `data` (after an immediate send when nothing is queued).
     fn write_slice(slf: &Bound<'_, Self>, data: &[u8]) -> PyResult<()> {
         let py = slf.py();
-        let (queued, conn_lost, fd) = {
+        let (queued, conn_lost, fd, sock_fd) = {
             let me = slf.borrow();
-            (!me.buffer.is_empty(), me.conn_lost, me.fd)
+            let sock_fd = io_fd(py, me.sock.as_ref());
+            (!me.buffer.is_empty(), me.conn_lost, me.fd, sock_fd)
         };
         if conn_lost > 0 {
             let threshold = cached(py)?.log_threshold;
@@ -1025,7 +1031,7 @@ impl SocketTransport {
         let mut rest = data;
         if !queued {
             // Optimization: try to send now.
-            match net::send(fd, data) {
+            match net::send(sock_fd, data) {
                 Ok(Some(n)) => {
                     rest = &data[n.min(data.len())..];
                     if rest.is_empty() {
@@ -1557,7 +1563,7 @@ impl SocketTransport {
                 return Ok(());
             }
             me.eof = true;
-            (me.buffer.is_empty(), me.fd)
+            (me.buffer.is_empty(), io_fd(slf.py(), me.sock.as_ref()))
         };
         if empty {
             shutdown_wr(fd)?;
