@@ -210,7 +210,7 @@ def test_no_other_python_module_probes_asyncio():
 
 # version_info() checks of the native code still to be switched to compat.rs (in files edited
 # elsewhere when compat.rs was added). The count may only go down; empty it when they are gone.
-_RUST_PENDING = {"base_events.rs": 2, "transports.rs": 1}
+_RUST_PENDING = {"base_events.rs": 2}
 
 
 def test_rust_version_checks_only_where_pending():

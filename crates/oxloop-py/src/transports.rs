@@ -131,7 +131,7 @@ fn cached(py: Python<'_>) -> PyResult<&'static Cached> {
             default_high: 65536i64.into_pyobject(py)?.into_any().unbind(),
             default_low: 16384i64.into_pyobject(py)?.into_any().unbind(),
             attach_takes_transport: m.getattr("ATTACH_TAKES_TRANSPORT")?.is_truthy()?,
-            own_writelines: py.version_info() >= (3, 12),
+            own_writelines: crate::compat::get(py)?.stream_own_writelines,
         })
     })
 }
