@@ -17,7 +17,10 @@ PYVER = $(shell $(VPY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 setup:
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	@$(VPY) -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" pytest
-	@. $(VENV)/bin/activate && maturin develop --release -q 2>&1 | grep -v "^\(🔗\|🐍\|📦\|✏️\|🛠\)" || true
+	@# A failed build fails here (an older build left in the venv must not be tested).
+	@. $(VENV)/bin/activate && maturin develop --release -q >$(VENV)/build.log 2>&1 \
+	  || { cat $(VENV)/build.log; echo "make setup: the build failed (output above)" >&2; exit 1; }
+	@grep -v "^\(🔗\|🐍\|📦\|✏️\|🛠\)" $(VENV)/build.log || true
 	@$(VPY) -c 'import oxloop, sys; print("oxloop", oxloop.__version__, "built for Python", sys.version.split()[0])'
 
 demo: setup

@@ -87,10 +87,18 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
         super().__init__(NativeSelector(self, name) if name is not None else selector)
 
     def __repr__(self) -> str:
+        # Names oxloop (asyncio's loop has the same class name) and the selector: a native
+        # one by name ("epoll"), a Python selectors object by its class ("selectors.EpollSelector").
         sel = self._selector
-        kind = sel.name if isinstance(sel, NativeSelector) else type(sel).__name__
+        if isinstance(sel, NativeSelector):
+            kind = sel.name
+        else:
+            kind = f"{type(sel).__module__}.{type(sel).__qualname__}"
+        cls = type(self)
+        name = ("oxloop.SelectorEventLoop" if cls is SelectorEventLoop
+                else f"{cls.__qualname__} (oxloop.SelectorEventLoop)")
         return (
-            f"<{type(self).__name__} running={self.is_running()} "
+            f"<{name} running={self.is_running()} "
             f"closed={self.is_closed()} debug={self.get_debug()} selector={kind}>"
         )
 
