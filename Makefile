@@ -21,6 +21,8 @@ setup:
 	@. $(VENV)/bin/activate && maturin develop --release -q >$(VENV)/build.log 2>&1 \
 	  || { cat $(VENV)/build.log; echo "make setup: the build failed (output above)" >&2; exit 1; }
 	@grep -v "^\(🔗\|🐍\|📦\|✏️\|🛠\)" $(VENV)/build.log || true
+	@# maturin develop leaves out the wheel's extra files: the OXLOOP=1 switch, as the wheel installs it.
+	@cp python/oxloop_env.pth "$$($(VPY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/"
 	@$(VPY) -c 'import oxloop, sys; print("oxloop", oxloop.__version__, "built for Python", sys.version.split()[0])'
 
 demo: setup
