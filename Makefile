@@ -12,15 +12,17 @@ EXTRA_PYTHONS ?= 3.9 3.13
 VPY := $(VENV)/bin/python
 PYVER = $(shell $(VPY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
-.PHONY: setup demo test test-rust test-py test-conformance test-pythons bench bench-quick fmt lint clean
+# make wheels: sdist + a wheel per installed CPython 3.9-3.13 in dist/, each smoke-tested.
+.PHONY: wheels setup demo test test-rust test-py test-conformance test-pythons bench bench-quick fmt lint clean
 
 setup:
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
-	@$(VPY) -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" pytest
+	@$(VPY) -m pip install -q --disable-pip-version-check "maturin>=1.9,<2" pytest -r tests/requirements-integration.txt
 	@# A failed build fails here (an older build left in the venv must not be tested).
 	@. $(VENV)/bin/activate && maturin develop --release -q >$(VENV)/build.log 2>&1 \
 	  || { cat $(VENV)/build.log; echo "make setup: the build failed (output above)" >&2; exit 1; }
-	@grep -v "^\(🔗\|🐍\|📦\|✏️\|🛠\)" $(VENV)/build.log || true
+	@# (maturin warns that build-backend is not "maturin": it is oxloop_build, maturin's with a note.)
+	@grep -v "^\(🔗\|🐍\|📦\|✏️\|🛠\|⚠️  Warning: .build-backend. in pyproject.toml is not set to .maturin.\)" $(VENV)/build.log || true
 	@# maturin develop leaves out the wheel's extra files: the OXLOOP=1 switch, as the wheel installs it.
 	@cp python/oxloop_env.pth "$$($(VPY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/"
 	@$(VPY) -c 'import oxloop, sys; print("oxloop", oxloop.__version__, "built for Python", sys.version.split()[0])'
@@ -50,6 +52,9 @@ test-pythons:
 	  echo "== Python $$v ($$p)"; \
 	  $(MAKE) --no-print-directory test-py test-conformance PY=$$p VENV=.venv-$$v; \
 	done
+
+wheels: setup
+	VPY=$(VPY) bash scripts/build-wheels.sh
 
 bench-quick:
 	bash benchmarks/run.sh quick

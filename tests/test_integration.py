@@ -279,13 +279,42 @@ async def test_loop():
 """
 
 
-def test_pytest_asyncio_loop_factories(selected, tmp_path):
+PYTEST_ASYNCIO_POLICY_CONFTEST = """
+import oxloop
+import pytest
+
+@pytest.fixture(scope="session")
+def event_loop_policy():
+    return oxloop.EventLoopPolicy()
+"""
+
+
+def _pytest_asyncio_has_hook():
+    import pytest_asyncio.plugin
+
+    return hasattr(getattr(pytest_asyncio.plugin, "PytestAsyncioSpecs", None),
+                   "pytest_asyncio_loop_factories")
+
+
+@pytest.mark.parametrize("recipe", ["loop_factories_hook", "event_loop_policy_fixture"])
+def test_pytest_asyncio(selected, recipe, tmp_path):
+    # pytest-asyncio >= 1.3 (Python >= 3.10) has the hook and deprecates overriding the
+    # event_loop_policy fixture; the releases for Python 3.9 have only the fixture.
+    import pytest_asyncio
+
+    has_hook = _pytest_asyncio_has_hook()
+    if recipe == "loop_factories_hook" and not has_hook:
+        pytest.skip(f"pytest-asyncio {pytest_asyncio.__version__} has no loop factories hook")
+    if recipe == "event_loop_policy_fixture" and has_hook:
+        pytest.skip(f"pytest-asyncio {pytest_asyncio.__version__} has the loop factories hook "
+                    f"and deprecates the event_loop_policy fixture")
     proj = tmp_path / "proj"
     proj.mkdir()
     (proj / "pytest.ini").write_text("[pytest]\nasyncio_mode = strict\n"
                                      "asyncio_default_fixture_loop_scope = function\n")
     if selected == "oxloop":
-        (proj / "conftest.py").write_text(PYTEST_ASYNCIO_CONFTEST)
+        (proj / "conftest.py").write_text(
+            PYTEST_ASYNCIO_CONFTEST if has_hook else PYTEST_ASYNCIO_POLICY_CONFTEST)
     (proj / "test_it.py").write_text(PYTEST_ASYNCIO_TEST)
     p = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "asyncio", "-p", "no:cacheprovider", "-s", "-q",
