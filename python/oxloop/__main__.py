@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import runpy
 import sys
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 USAGE = __doc__.split("\n\n")[1]
 
@@ -118,7 +118,7 @@ def doctor_lines() -> List[str]:
     sp = info["subprocess_exit_tracking"]
     add(f"subprocess exit tracking: {sp['mechanism']}"
         + (f" ({sp['pidfd']['reason']})" if sp["pidfd"]["reason"] else ""))
-    impl = {"native": [], "asyncio": []}
+    impl: Dict[str, List[str]] = {"native": [], "asyncio": []}
     unavailable = []
     for name, entry in info["loops"]["SelectorEventLoop"].items():
         if not entry["available"]:

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import importlib
 import json
 import os
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Any, Callable, Coroutine, Dict, List, Optional, Tuple
 
 MSG = 1024
 
@@ -33,9 +35,8 @@ def _new_loop(name: str) -> asyncio.AbstractEventLoop:
 
         return oxloop.new_event_loop()
     if name == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop()
+        uvloop: Any = importlib.import_module("uvloop")  # optional: compared when installed
+        return uvloop.new_event_loop()  # type: ignore[no-any-return]
     raise ValueError(name)
 
 
@@ -124,7 +125,7 @@ async def _protocol_echo(clients: int, trips: int) -> float:
     server = await loop.create_server(Echo, "127.0.0.1", 0, backlog=clients)
     port = server.sockets[0].getsockname()[1]
     t0 = time.perf_counter()
-    conns = [await loop.create_connection(lambda i=i: Client(i), "127.0.0.1", port)
+    conns = [await loop.create_connection(functools.partial(Client, i), "127.0.0.1", port)
              for i in range(clients)]
     await asyncio.gather(*(p.done for _, p in conns))
     rate = clients * trips / (time.perf_counter() - t0)
@@ -139,11 +140,12 @@ def _child(loop_name: str, scale: float) -> None:
     loop = _new_loop(loop_name)
     out: Dict[str, object] = {"loop": repr(loop)}
     try:
-        for case, coro in (
+        cases: List[Tuple[str, Callable[[], Coroutine[Any, Any, float]]]] = [
             ("call_soon", lambda: _call_soon(int(200_000 * scale))),
             ("streams echo", lambda: _streams_echo(20, int(500 * scale))),
             ("protocol echo", lambda: _protocol_echo(20, int(1000 * scale))),
-        ):
+        ]
+        for case, coro in cases:
             out[case] = max(loop.run_until_complete(coro()) for _ in range(3))
     finally:
         loop.close()
@@ -153,8 +155,7 @@ def _child(loop_name: str, scale: float) -> None:
 def _loops() -> List[str]:
     names = ["asyncio", "oxloop"]
     try:
-        import uvloop  # noqa: F401
-
+        importlib.import_module("uvloop")
         names.append("uvloop")
     except ImportError:
         pass
@@ -172,7 +173,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.child:
         _child(args.child, scale)
         return 0
-    results: Dict[str, dict] = {}
+    results: Dict[str, Dict[str, Any]] = {}
     env = dict(os.environ)
     env.pop("OXLOOP", None)  # each child makes exactly the loop it is asked for
     for name in _loops():

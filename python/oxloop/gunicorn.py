@@ -17,6 +17,7 @@ asking for one whose library is missing raises ImportError saying which package 
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Dict
 
 __all__ = ("AiohttpWorker", "UvicornH11Worker", "UvicornWorker")
@@ -28,17 +29,16 @@ _made: Dict[str, Any] = {}
 
 def _uvicorn_base() -> Any:
     try:
-        from uvicorn_worker import UvicornWorker as base
+        return importlib.import_module("uvicorn_worker").UvicornWorker
     except ImportError:
         try:
-            import uvicorn.workers  # noqa: F401  (deprecated in uvicorn in favour of uvicorn-worker)
+            # deprecated in uvicorn in favour of the uvicorn-worker package
+            return importlib.import_module("uvicorn.workers").UvicornWorker
         except ImportError as exc:
             raise ImportError(
                 "oxloop.gunicorn.UvicornWorker needs uvicorn's gunicorn worker: "
                 "pip install uvicorn-worker (or an uvicorn that still has uvicorn.workers)"
             ) from exc
-        from uvicorn.workers import UvicornWorker as base
-    return base
 
 
 def _make(name: str) -> Any:
@@ -58,7 +58,7 @@ def _make(name: str) -> Any:
         })
     elif name == "AiohttpWorker":
         try:
-            from aiohttp.worker import GunicornWebWorker
+            GunicornWebWorker = importlib.import_module("aiohttp.worker").GunicornWebWorker
         except ImportError as exc:
             raise ImportError(
                 "oxloop.gunicorn.AiohttpWorker needs aiohttp: pip install aiohttp"
