@@ -24,7 +24,9 @@ for f in LICENSE-MIT LICENSE-APACHE python/oxloop_env.pth build_backend/oxloop_b
 done
 
 smoke() { # smoke <python> <wheel>
-  local py=$1 whl=$2 venv="$work/venv-$(basename "$whl")"
+  local py=$1 whl=$2
+  local venv="$work/venv-$(basename "$whl" .whl)"
+  [ ! -e "$venv" ] || { echo "smoke: $venv exists" >&2; exit 1; }
   "$py" -m venv "$venv"
   "$venv/bin/python" -m pip install -q --disable-pip-version-check "$whl"
   (cd "$work" && "$venv/bin/python" - <<'PY'
