@@ -15,11 +15,13 @@ PYVER = $(shell $(VPY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 # make wheels: sdist + a wheel per installed CPython 3.9-3.13 in dist/, each smoke-tested.
 .PHONY: wheels setup demo test test-rust test-py test-typing test-conformance test-pythons bench bench-quick fmt lint clean
 
+# The dev build has the `test-hooks` cargo feature (test-only functions in oxloop._oxloop, which
+# tests/test_native.py requires of a build from this checkout); wheels are built without it.
 setup:
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	@$(VPY) -m pip install -q --disable-pip-version-check "maturin>=1.9,<2" pytest -r tests/requirements-integration.txt
 	@# A failed build fails here (an older build left in the venv must not be tested).
-	@. $(VENV)/bin/activate && maturin develop --release -q >$(VENV)/build.log 2>&1 \
+	@. $(VENV)/bin/activate && maturin develop --release -q --features test-hooks >$(VENV)/build.log 2>&1 \
 	  || { cat $(VENV)/build.log; echo "make setup: the build failed (output above)" >&2; exit 1; }
 	@# (maturin warns that build-backend is not "maturin": it is oxloop_build, maturin's with a note.)
 	@grep -v "^\(🔗\|🐍\|📦\|✏️\|🛠\|⚠️  Warning: .build-backend. in pyproject.toml is not set to .maturin.\)" $(VENV)/build.log || true

@@ -224,3 +224,127 @@ def test_start_tls_reported_native_where_the_tls_layer_is():
     apis = apis.get("apis", apis)
     expected = "native" if sys.version_info >= (3, 11) else "asyncio"
     assert apis["start_tls"]["implementation"] == expected
+
+
+# --- "implementation": derived from where the loop's MRO finds each method -------------------
+
+def _mro_owner(cls, name):
+    return next(c for c in cls.__mro__ if name in vars(c))
+
+
+def _selector_apis():
+    import oxloop
+
+    return oxloop.platform_support()["loops"]["SelectorEventLoop"]
+
+
+def test_implementation_is_where_the_mro_finds_it():
+    """Each method's reported implementation is that of the class the MRO finds it in: the
+    native LoopCore, asyncio's classes, or oxloop's Python (native only for a method marked
+    with its native hot path). A hand-kept list drifts from this; the report must not."""
+    from oxloop import _oxloop
+    from oxloop.unix_events import SelectorEventLoop
+
+    for api, entry in _selector_apis().items():
+        owner = _mro_owner(SelectorEventLoop, api)
+        assert entry["defined_by"] == f"{owner.__module__}.{owner.__qualname__}", api
+        if owner is _oxloop.LoopCore:
+            expected = "native"
+        elif owner.__module__.startswith("asyncio."):
+            expected = "asyncio"
+        else:
+            assert owner.__module__.startswith("oxloop."), api
+            marked = getattr(vars(owner)[api], "__oxloop_native__", None)
+            expected = "native" if marked else "oxloop"
+        assert entry["implementation"] == expected, (api, entry)
+
+
+def test_close_run_forever_add_reader_are_not_native():
+    """The hand-kept list called these native: close and run_forever are oxloop's Python around
+    native methods, add_reader & co. asyncio's public methods over the native _add_reader & co."""
+    apis = _selector_apis()
+    assert apis["close"]["implementation"] == "oxloop"
+    assert "_oxloop_close" in apis["close"]["over_native"]
+    assert apis["run_forever"]["implementation"] == "oxloop"
+    assert "_run_forever_inner" in apis["run_forever"]["over_native"]
+    for api in ("add_reader", "add_writer", "remove_reader", "remove_writer"):
+        assert apis[api]["implementation"] == "asyncio", api
+        assert apis[api]["defined_by"] == "asyncio.selector_events.BaseSelectorEventLoop", api
+        assert apis[api]["over_native"] == ["_" + api], api
+    for api in ("call_soon", "call_later", "call_at", "time", "create_future"):
+        assert apis[api] == {"available": True, "reason": None, "implementation": "native",
+                             "defined_by": "oxloop._oxloop.LoopCore"}, api
+    for api in ("sock_recv", "sock_recv_into", "sock_sendall"):
+        assert apis[api]["implementation"] == "native", api
+        assert apis[api]["native_path"] == ["_oxloop_" + api], api
+
+
+def test_report_follows_a_changed_class_layout(monkeypatch):
+    """Change where the MRO finds methods: the report changes with it."""
+    from oxloop.selector_events import NativeSockMixin
+    from oxloop.unix_events import SelectorEventLoop
+
+    def call_soon(self, callback, *args, context=None):
+        return super(SelectorEventLoop, self).call_soon(callback, *args, context=context)
+
+    monkeypatch.setattr(SelectorEventLoop, "call_soon", call_soon, raising=False)
+    monkeypatch.delattr(SelectorEventLoop, "close")
+    monkeypatch.delattr(NativeSockMixin, "sock_recv")
+    apis = _selector_apis()
+    assert apis["call_soon"]["implementation"] == "oxloop"
+    assert apis["call_soon"]["defined_by"] == "oxloop.unix_events.SelectorEventLoop"
+    assert apis["close"]["implementation"] == "asyncio"
+    assert apis["close"]["defined_by"] == "asyncio.unix_events._UnixSelectorEventLoop"
+    assert apis["sock_recv"]["implementation"] == "asyncio"
+    assert apis["sock_recv"]["defined_by"] == "asyncio.selector_events.BaseSelectorEventLoop"
+
+
+def test_derivation_on_a_fake_layout():
+    """The native core and asyncio's loop alone: only the core's methods are native."""
+    from asyncio import unix_events
+
+    from oxloop import _oxloop
+    from oxloop._support import implementation
+
+    class Layout(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
+        pass
+
+    assert implementation(Layout, "call_soon")["implementation"] == "native"
+    sock_recv = implementation(Layout, "sock_recv")
+    assert sock_recv["implementation"] == "asyncio"
+    assert sock_recv["defined_by"] == "asyncio.selector_events.BaseSelectorEventLoop"
+    assert implementation(Layout, "close")["defined_by"] == "asyncio.unix_events._UnixSelectorEventLoop"
+    assert implementation(Layout, "add_reader")["over_native"] == ["_add_reader"]
+
+
+def test_native_marker_is_checked():
+    """A method marked native must call the names it is marked with, and they must be native."""
+    from asyncio import unix_events
+
+    from oxloop import _oxloop
+    from oxloop._support import implementation
+    from oxloop.selector_events import native_hot_path
+
+    class Layout(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
+        __module__ = "oxloop.fake"
+
+        @native_hot_path("_oxloop_sock_recv")
+        async def sock_recv(self, sock, n):
+            return await super().sock_recv(sock, n)  # never calls _oxloop_sock_recv
+
+        @native_hot_path("_sock_recv")
+        async def sock_recv_into(self, sock, buf):
+            return self._sock_recv(sock, buf)  # asyncio's, not native
+
+        @native_hot_path("_oxloop_sock_sendall")
+        async def sock_sendall(self, sock, data):
+            return await self._oxloop_sock_sendall(sock, data)
+
+    with pytest.raises(RuntimeError, match="never refers to it"):
+        implementation(Layout, "sock_recv")
+    with pytest.raises(RuntimeError, match="is not native"):
+        implementation(Layout, "sock_recv_into")
+    assert implementation(Layout, "sock_sendall") == {
+        "implementation": "native", "native_path": ["_oxloop_sock_sendall"],
+        "defined_by": "oxloop.fake." + Layout.__qualname__,
+    }

@@ -4,15 +4,14 @@ They are in Python so that each asyncio version's own formatting is used (3.9-3.
 small ways), and they run only on errors, in debug mode, or when a handle is printed.
 """
 
-import inspect
 import sys
 from asyncio import base_events, format_helpers
 
-_FORMAT_TAKES_DEBUG = "debug" in inspect.signature(format_helpers._format_callback_source).parameters
+from ._compat import FORMAT_CALLBACK_TAKES_DEBUG
 
 
 def format_callback_source(callback, args, debug):
-    if _FORMAT_TAKES_DEBUG:
+    if FORMAT_CALLBACK_TAKES_DEBUG:
         return format_helpers._format_callback_source(callback, args, debug=debug)
     return format_helpers._format_callback_source(callback, args)
 

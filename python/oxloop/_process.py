@@ -24,16 +24,15 @@ import errno
 import itertools
 import os
 import threading
-from asyncio import unix_events
 from asyncio.log import logger
 from typing import Any, Callable, Dict, Optional
+
+from ._compat import RETURNCODE_FROM_STATUS
 
 __all__ = ("ChildTracker", "pidfd_supported")
 
 # The status -> returncode function of the running asyncio's own watchers.
-_to_returncode: Callable[[int], int] = getattr(
-    unix_events, "waitstatus_to_exitcode", None
-) or getattr(unix_events, "_compute_returncode")
+_to_returncode: Callable[[int], int] = RETURNCODE_FROM_STATUS
 
 _HAS_PIDFD = hasattr(os, "pidfd_open")
 _thread_ids = itertools.count()

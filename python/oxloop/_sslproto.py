@@ -11,6 +11,8 @@ import ssl
 from asyncio import constants, exceptions, protocols, sslproto, transports
 from asyncio.log import logger
 
+from ._compat import ABORT_TAKES_EXC  # noqa: F401  (read by the native TLS layer)
+
 SSLAgainErrors = (ssl.SSLWantReadError, ssl.SSLSyscallError)
 SSLError = ssl.SSLError
 CertificateError = ssl.CertificateError
@@ -26,11 +28,6 @@ FLOW_CONTROL_HIGH_WATER_SSL_READ = constants.FLOW_CONTROL_HIGH_WATER_SSL_READ
 FLOW_CONTROL_HIGH_WATER_SSL_WRITE = constants.FLOW_CONTROL_HIGH_WATER_SSL_WRITE
 LOG_THRESHOLD_FOR_CONNLOST_WRITES = constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
 SENDFILE_FALLBACK = constants._SendfileMode.FALLBACK
-
-#: 3.13: ``SSLProtocol._abort(exc)`` force-closes the transport with ``exc``; 3.11/3.12:
-#: ``_abort()`` calls ``transport.abort()``.
-ABORT_TAKES_EXC = sslproto.SSLProtocol._abort.__code__.co_argcount > 1
-
 
 def add_flowcontrol_defaults(high, low, kb):
     return sslproto.add_flowcontrol_defaults(high, low, kb)

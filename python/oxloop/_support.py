@@ -1,8 +1,8 @@
 """``oxloop.platform_support()``: what each oxloop loop can do on the running platform, and why not.
 
 Built from the loop classes themselves (every public method of ``asyncio.AbstractEventLoop``
-on this Python), the native selectors compiled into this build, and the limitations listed on
-Python's "asyncio — Platform Support" page.
+on this Python, and where the loop's MRO finds it), the native selectors compiled into this
+build, and the limitations listed on Python's "asyncio — Platform Support" page.
 """
 
 from __future__ import annotations
@@ -10,21 +10,12 @@ from __future__ import annotations
 import asyncio
 import platform
 import sys
-from typing import Any, Dict, List, Optional
+import types
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import _oxloop
+from ._compat import NATIVE_TLS_SUPPORTED
 from ._process import pidfd_supported
-
-# The loop methods the native core implements itself; the rest of SelectorEventLoop is asyncio's
-# own code running on that core.
-NATIVE_METHODS = frozenset(
-    {
-        "call_soon", "call_soon_threadsafe", "call_later", "call_at", "time",
-        "run_forever", "get_debug", "is_closed", "close", "create_future",
-        "sock_recv", "sock_recv_into", "sock_sendall",
-        "add_reader", "add_writer", "remove_reader", "remove_writer",
-    }
-)
 
 _UNIX = sys.platform != "win32"
 
@@ -75,14 +66,114 @@ def _subprocess_exit_tracking() -> Dict[str, Any]:
     }
 
 
+# --- where a loop method's code is: derived from the class, never listed by hand ----------------
+
+_NATIVE_MODULE = _oxloop.__name__  # "oxloop._oxloop"
+
+
+def _owner(cls: type, name: str) -> Optional[type]:
+    """The class of ``cls.__mro__`` whose own namespace defines ``name`` (the one that wins)."""
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return klass
+    return None
+
+
+def _is_native_class(klass: Optional[type]) -> bool:
+    return klass is not None and klass.__module__ == _NATIVE_MODULE
+
+
+def _code_kind(klass: type) -> str:
+    module = klass.__module__
+    if module == _NATIVE_MODULE:
+        return "native"
+    if module == "oxloop" or module.startswith("oxloop."):
+        return "oxloop"
+    if module == "asyncio" or module.startswith("asyncio."):
+        return "asyncio"
+    return "other"
+
+
+def _function(attr: Any) -> Optional[types.FunctionType]:
+    """The Python function behind a class attribute (None for native methods)."""
+    if isinstance(attr, (staticmethod, classmethod)):
+        attr = attr.__func__
+    while hasattr(attr, "__wrapped__"):
+        attr = attr.__wrapped__
+    return attr if isinstance(attr, types.FunctionType) else None
+
+
+def _code_names(func: types.FunctionType) -> frozenset:
+    """Every global and attribute name the function's code (and code nested in it) refers to."""
+    names = set()
+    stack = [func.__code__]
+    while stack:
+        code = stack.pop()
+        names.update(code.co_names)
+        stack.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    return frozenset(names)
+
+
+def _native_method(cls: type, name: str) -> bool:
+    """``name`` is a method (not a property) that the native class defines and wins in the MRO."""
+    owner = _owner(cls, name)
+    return _is_native_class(owner) and callable(vars(owner)[name])
+
+
+def implementation(cls: type, name: str) -> Dict[str, Any]:
+    """Where ``cls``'s method ``name`` is, derived from ``cls.__mro__``.
+
+    ``implementation`` is ``"native"`` when the native class (``oxloop._oxloop.LoopCore``)
+    defines the method, or when the oxloop Python method that wins is marked
+    ``@native_hot_path(...)`` (``selector_events.native_hot_path``) and its code does call those
+    native names; ``"oxloop"`` for oxloop's own Python code; ``"asyncio"`` for the running
+    asyncio's code (``"other"`` for a class from anywhere else). ``defined_by`` names the class;
+    ``over_native`` lists the native underscore methods the method's own code calls (asyncio's
+    ``add_reader`` over the native ``_add_reader``); ``native_path`` the marked names.
+    """
+    owner = _owner(cls, name)
+    if owner is None:
+        raise AttributeError(f"{cls.__qualname__} has no {name}")
+    kind = _code_kind(owner)
+    info: Dict[str, Any] = {"defined_by": f"{owner.__module__}.{owner.__qualname__}"}
+    func = _function(vars(owner)[name])
+    if func is None:
+        info["implementation"] = kind
+        return info
+    names = _code_names(func)
+    marked: Tuple[str, ...] = tuple(getattr(func, "__oxloop_native__", ()))
+    for n in marked:
+        native = _native_method(cls, n) or (
+            isinstance(getattr(_oxloop, n, None), type)
+            and getattr(_oxloop, n).__module__ == _NATIVE_MODULE
+        )
+        if n not in names or not native:
+            raise RuntimeError(
+                f"{info['defined_by']}.{name} is marked native through {n!r}, but "
+                + ("its code never refers to it" if n not in names
+                   else f"{n!r} is not native in {cls.__qualname__}'s MRO")
+            )
+    if marked and kind == "oxloop":
+        info["implementation"] = "native"
+        info["native_path"] = list(marked)
+    else:
+        info["implementation"] = kind
+    over = sorted(
+        n for n in names
+        if n.startswith("_") and n != name and n not in marked and _native_method(cls, n)
+    )
+    if over:
+        info["over_native"] = over
+    return info
+
+
 def _selector_loop_apis() -> Dict[str, Dict[str, Any]]:
+    from .unix_events import SelectorEventLoop
+
     out = {}
     for name in _api_names():
-        # start_tls is oxloop's own on 3.11+ (it builds the native SSLProtocol). For the other
-        # asyncio methods, which transport they create is reported under "transports".
-        native = name in NATIVE_METHODS or (name == "start_tls" and _NATIVE_TLS)
-        impl = "native" if native else "asyncio"
-        out[name] = _entry(True, implementation=impl)
+        # Which transport a method creates is reported under "transports".
+        out[name] = _entry(True, **implementation(SelectorEventLoop, name))
     if not _UNIX:
         reason = "Windows has no AF_UNIX stream sockets support in asyncio"
         for n in ("create_unix_connection", "create_unix_server"):
@@ -208,9 +299,6 @@ def _limitations() -> List[Dict[str, Any]]:
     ]
 
 
-_NATIVE_TLS = sys.version_info >= (3, 11)
-
-
 def platform_support() -> Dict[str, Any]:
     """A machine-readable report of what each oxloop loop can do here, and why not."""
     return {
@@ -227,7 +315,7 @@ def platform_support() -> Dict[str, Any]:
             "tls": (
                 "native (oxloop._oxloop.SSLProtocol, asyncio's 3.11+ sslproto in Rust, over "
                 "the user's ssl.SSLContext); OXLOOP_NATIVE_TLS=0 selects asyncio's"
-                if _NATIVE_TLS
+                if NATIVE_TLS_SUPPORTED
                 else "asyncio's own SSLProtocol (this Python's sslproto; native TLS needs 3.11+)"
             ),
             "udp/unix datagram": "native (oxloop._oxloop.DatagramTransport); "

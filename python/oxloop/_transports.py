@@ -3,16 +3,27 @@ transport, and ``ReadPipeTransport``/``WritePipeTransport``, the pipe transports
 
 The transport's hot paths (read -> data_received, write, the write queue) are in Rust; what is
 here runs only on errors, in debug mode, on reprs, or once per connection, and uses the running
-asyncio version's own objects (logger, constants, TransportSocket, Server._attach signature).
+asyncio version's own objects (logger, constants, TransportSocket); the rules of that version
+are ``oxloop._compat``'s (re-exported here for the native code).
 """
 
-import inspect
-import sys
 import warnings
 from asyncio import (
-    base_events, constants, futures, protocols, selector_events, transports, trsock, unix_events,
+    base_events, constants, futures, protocols, selector_events, transports, trsock,
 )
 from asyncio.log import logger
+
+from ._compat import (  # noqa: F401  (read by the native transports)
+    ATTACH_TAKES_TRANSPORT,
+    DATAGRAM_CAN_PAUSE,
+    DATAGRAM_COUNTS_SIZE,
+    DATAGRAM_EMPTY_RETURNS,
+    DATAGRAM_HEADER_ON_QUEUE,
+    DATAGRAM_HEADER_ON_SEND,
+    DATAGRAM_IS_DATAGRAM_TRANSPORT,
+    PIPE_READ_IS_READING,
+    PIPE_READER_TRICK_ON_FIFO,
+)
 
 BufferedProtocol = protocols.BufferedProtocol
 TransportSocket = trsock.TransportSocket
@@ -20,10 +31,6 @@ set_nodelay = base_events._set_nodelay
 set_result_unless_cancelled = futures._set_result_unless_cancelled
 SENDFILE_TRY_NATIVE = constants._SendfileMode.TRY_NATIVE
 LOG_THRESHOLD_FOR_CONNLOST_WRITES = constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
-
-#: 3.13 (and later 3.12.x): Server._attach(transport) / _detach(transport) track the clients.
-ATTACH_TAKES_TRANSPORT = len(inspect.signature(base_events.Server._attach).parameters) > 1
-
 
 class SocketTransport(transports._FlowControlMixin, transports.Transport):
     """What ``isinstance()`` sees as the class of the native ``oxloop._oxloop.SocketTransport``.
@@ -87,13 +94,9 @@ def detach_dead(server):
 
 # --- the datagram transport (oxloop._oxloop.DatagramTransport) ------------------------------
 
-_AsyncioDatagram = selector_events._SelectorDatagramTransport
-#: asyncio's datagram transport is an ``asyncio.DatagramTransport`` from 3.12 on; before, only
-#: an ``asyncio.Transport`` (its ``_SelectorTransport`` base).
+#: The bases of the running asyncio's datagram transport (3.12+: ``asyncio.DatagramTransport`` too).
 _DATAGRAM_BASES = (transports._FlowControlMixin, transports.Transport) + (
-    (transports.DatagramTransport,)
-    if issubclass(_AsyncioDatagram, transports.DatagramTransport)
-    else ()
+    (transports.DatagramTransport,) if DATAGRAM_IS_DATAGRAM_TRANSPORT else ()
 )
 
 
@@ -111,53 +114,6 @@ class DatagramTransport(*_DATAGRAM_BASES):
         raise TypeError("use loop._make_datagram_transport()")
 
 
-def _datagram_rules():
-    """How the running asyncio's datagram transport counts and filters, read from its source.
-
-    Returns ``(empty_returns, counts_size, header_on_queue, header_on_send)``:
-    ``sendto(b'')`` returns without sending (3.9-3.12); the transport keeps ``_buffer_size``
-    (3.11+) instead of summing the queue (3.9-3.10); the bytes counted per queued datagram on
-    top of its length (3.13: 8), and those uncounted again when one leaves the queue (3.13.0:
-    none). Patch releases have changed these, hence the source rather than the version.
-    """
-    import inspect
-    import re
-    import sys
-
-    try:
-        send_src = inspect.getsource(_AsyncioDatagram.sendto)
-        ready_src = inspect.getsource(_AsyncioDatagram._sendto_ready)
-    except (OSError, TypeError):  # no source: the rules of the released versions
-        v = sys.version_info[:2]
-        return v < (3, 13), v >= (3, 11), 8 if v >= (3, 13) else 0, 0
-
-    def header(src, op):
-        m = re.search(r"_buffer_size\s*" + re.escape(op) + r"=\s*len\(data\)(?:\s*\+\s*([\w.]+))?", src)
-        if m is None or m.group(1) is None:
-            return 0
-        term = m.group(1)
-        if term.isdigit():
-            return int(term)
-        value = getattr(_AsyncioDatagram, term.rpartition(".")[2], None)
-        return value if isinstance(value, int) else 8
-
-    empty_returns = re.search(r"if not data:\s*\n\s*return\b", send_src) is not None
-    counts_size = "_buffer_size" in send_src
-    return empty_returns, counts_size, header(send_src, "+"), header(ready_src, "-")
-
-
-(
-    DATAGRAM_EMPTY_RETURNS,
-    DATAGRAM_COUNTS_SIZE,
-    DATAGRAM_HEADER_ON_QUEUE,
-    DATAGRAM_HEADER_ON_SEND,
-) = _datagram_rules()
-
-#: 3.11+: ``_SelectorTransport`` has pause_reading()/resume_reading()/is_reading(); before,
-#: the datagram transport inherits ``ReadTransport``'s NotImplementedError.
-DATAGRAM_CAN_PAUSE = "pause_reading" in vars(selector_events._SelectorTransport)
-
-
 def datagram_buffer(items):
     """The ``_buffer`` attribute: a deque of ``(bytes, addr)``, as asyncio keeps it."""
     import collections
@@ -166,14 +122,6 @@ def datagram_buffer(items):
 
 
 # --- pipe transports (oxloop._oxloop.ReadPipeTransport / WritePipeTransport) -----------------
-
-#: 3.11+: the read pipe transport has is_reading() and _add_reader() (start reading only if
-#: not paused or closed by the time connection_made() has run).
-PIPE_READ_IS_READING = hasattr(unix_events._UnixReadPipeTransport, "_add_reader")
-#: The write side watches a FIFO for readability to notice its reader closing (not on AIX,
-#: where that only works for sockets).
-PIPE_READER_TRICK_ON_FIFO = not sys.platform.startswith("aix")
-
 
 class ReadPipeTransport(transports.ReadTransport):
     """What ``isinstance()`` sees as the class of the native ``oxloop._oxloop.ReadPipeTransport``

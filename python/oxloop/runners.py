@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from asyncio import coroutines, events
 from typing import Any, Callable, Coroutine, Optional, TypeVar
+
+from ._compat import ASYNCIO_RUNNER
 
 __all__ = ("run",)
 
@@ -21,7 +22,7 @@ def run(
     """Run a coroutine to completion on a new oxloop loop and close it, as asyncio.run does."""
     if loop_factory is None:
         from . import new_event_loop as loop_factory
-    if sys.version_info >= (3, 11):
+    if ASYNCIO_RUNNER:  # 3.11+
         if events._get_running_loop() is not None:
             raise RuntimeError("asyncio.run() cannot be called from a running event loop")
         with asyncio.Runner(debug=debug, loop_factory=loop_factory) as runner:

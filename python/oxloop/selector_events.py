@@ -54,6 +54,19 @@ class NativeSelector:
 _SOCKET_TYPE = socket.socket
 
 
+def native_hot_path(*names):
+    """Marks an oxloop Python method whose work is done natively by ``names`` (native methods
+    of the loop, or classes of ``oxloop._oxloop``), which it calls; the Python code around
+    them only picks the path. ``platform_support()`` reports such a method as native after
+    checking that its code calls each name and that each is native where the method runs."""
+
+    def mark(func):
+        func.__oxloop_native__ = names
+        return func
+
+    return mark
+
+
 class NativeSockMixin:
     """asyncio's low-level socket coroutines, done natively for plain ``socket.socket`` objects.
 
@@ -64,6 +77,7 @@ class NativeSockMixin:
 
     __slots__ = ()
 
+    @native_hot_path("_oxloop_sock_recv")
     async def sock_recv(self, sock, n):
         """Receive up to n bytes from sock (non-blocking)."""
         if sock.__class__ is _SOCKET_TYPE:
@@ -74,6 +88,7 @@ class NativeSockMixin:
                 return await r
         return await super().sock_recv(sock, n)
 
+    @native_hot_path("_oxloop_sock_recv_into")
     async def sock_recv_into(self, sock, buf):
         """Receive into buf from sock (non-blocking); return the number of bytes."""
         if sock.__class__ is _SOCKET_TYPE:
@@ -84,6 +99,7 @@ class NativeSockMixin:
                 return await r
         return await super().sock_recv_into(sock, buf)
 
+    @native_hot_path("_oxloop_sock_sendall")
     async def sock_sendall(self, sock, data):
         """Send all of data to sock (non-blocking)."""
         if sock.__class__ is _SOCKET_TYPE:

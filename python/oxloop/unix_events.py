@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import inspect
 import os
 import selectors
 import socket
@@ -24,19 +23,16 @@ from asyncio.log import logger
 from typing import Optional, Union
 
 from . import _oxloop
+from ._compat import (
+    ACCEPT_TIMEOUT_DEFAULTS, DEFAULT_CHILD_WATCHERS, NATIVE_TLS_SUPPORTED, RUN_FOREVER_SETUP,
+    SSL_ENSURE_FD,
+)
 from ._process import ChildTracker
-from .selector_events import NativeSelector, NativeSockMixin
+from .selector_events import NativeSelector, NativeSockMixin, native_hot_path
 
 __all__ = ("SelectorEventLoop", "EventLoopPolicy")
 
 _NativeSocketTransport = _oxloop.SocketTransport
-#: The native TLS layer reproduces asyncio's sslproto.py of 3.11+ (3.9/3.10 keep their own,
-#: older implementation, whose behaviour differs and is what their tests check).
-NATIVE_TLS_SUPPORTED = sys.version_info >= (3, 11)
-#: 3.13 checks that the fd has no transport yet in _make_ssl_transport.
-_SSL_ENSURE_FD = "_ensure_fd_no_transport" in (
-    selector_events.BaseSelectorEventLoop._make_ssl_transport.__code__.co_names
-)
 _NativeDatagramTransport = _oxloop.DatagramTransport
 _NativeReadPipeTransport = _oxloop.ReadPipeTransport
 _NativeWritePipeTransport = _oxloop.WritePipeTransport
@@ -49,15 +45,6 @@ _STREAM_FAMILIES = frozenset(
     if f is not None
 )
 _DATAGRAM_FAMILIES = _STREAM_FAMILIES
-
-# The TLS timeouts _accept_connection takes after `backlog` in this version, with their defaults
-# (passed on to _start_serving explicitly, as asyncio does).
-_ACCEPT_TIMEOUT_DEFAULTS = tuple(
-    p.default
-    for p in inspect.signature(
-        selector_events.BaseSelectorEventLoop._accept_connection
-    ).parameters.values()
-)[6:]
 
 
 class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSelectorEventLoop):
@@ -131,7 +118,7 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
 
     def run_forever(self) -> None:
         """Run until stop() is called (asyncio's setup and cleanup around the native loop)."""
-        if hasattr(base_events.BaseEventLoop, "_run_forever_setup"):  # Python 3.13+
+        if RUN_FOREVER_SETUP:  # Python 3.13+
             try:
                 self._run_forever_setup()
                 self._run_forever_inner()
@@ -246,7 +233,7 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
                     ssl_handshake_timeout=ssl_handshake_timeout,
                     ssl_shutdown_timeout=ssl_shutdown_timeout,
                 )
-            if _SSL_ENSURE_FD:
+            if SSL_ENSURE_FD:
                 self._ensure_fd_no_transport(rawsock)
             if sslproto.ssl is None:
                 raise RuntimeError("stdlib ssl module not available")
@@ -265,6 +252,7 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
                 )
             return app_transport
 
+        @native_hot_path("SSLProtocol")
         async def start_tls(self, transport, protocol, sslcontext, *,
                             server_side=False,
                             server_hostname=None,
@@ -353,7 +341,7 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
             return super()._accept_connection(
                 protocol_factory, sock, sslcontext, server, backlog, *timeouts
             )
-        timeouts += _ACCEPT_TIMEOUT_DEFAULTS[len(timeouts):]
+        timeouts += ACCEPT_TIMEOUT_DEFAULTS[len(timeouts):]
         for _ in range(backlog):
             try:
                 conn, addr = sock.accept()
@@ -439,16 +427,6 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
         return transport
 
 
-# The watchers asyncio installs by itself (3.9-3.11: ThreadedChildWatcher; 3.12+:
-# PidfdChildWatcher when pidfds work). They track no other process and install no signal
-# handler, so oxloop's own tracking replaces them with the same results.
-_DEFAULT_WATCHERS = tuple(
-    w for w in (getattr(unix_events, "ThreadedChildWatcher", None),
-                getattr(unix_events, "PidfdChildWatcher", None))
-    if w is not None
-)
-
-
 def _explicit_child_watcher():
     """The child watcher set on the current policy, unless it is one of asyncio's defaults.
 
@@ -456,7 +434,7 @@ def _explicit_child_watcher():
     (and warn on 3.12+)."""
     policy = getattr(events, "_event_loop_policy", None)
     watcher = getattr(policy, "_watcher", None)
-    if watcher is None or type(watcher) in _DEFAULT_WATCHERS:
+    if watcher is None or type(watcher) in DEFAULT_CHILD_WATCHERS:
         return None
     return watcher
 

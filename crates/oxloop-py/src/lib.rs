@@ -3,6 +3,7 @@
 
 mod base_events;
 mod common;
+mod compat;
 mod datagram;
 mod errors;
 mod flow_control;
@@ -31,14 +32,41 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(selector_events::selector_kinds, m)?)?;
     m.add_function(wrap_pyfunction!(selector_events::default_selector, m)?)?;
     m.add_function(wrap_pyfunction!(selector_events::clock_resolution, m)?)?;
-    m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
+    #[cfg(feature = "test-hooks")]
+    test_hooks::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
 
-/// Test hook: panics inside native code, to prove a Rust panic surfaces as a Python exception
-/// (`pyo3_runtime.PanicException`) instead of aborting the process.
-#[pyfunction]
-fn _panic_for_test(message: &str) {
-    panic!("{}", message);
+/// Functions only the test suite calls, compiled in with the `test-hooks` cargo feature (which
+/// `make setup` enables and the wheels users install do not have).
+#[cfg(feature = "test-hooks")]
+mod test_hooks {
+    use pyo3::prelude::*;
+    use pyo3::types::PyDict;
+
+    pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
+        m.add_function(wrap_pyfunction!(_compat_flags_for_test, m)?)?;
+        Ok(())
+    }
+
+    /// Panics inside native code, to prove a Rust panic surfaces as a Python exception
+    /// (`pyo3_runtime.PanicException`) instead of aborting the process.
+    #[pyfunction]
+    fn _panic_for_test(message: &str) {
+        panic!("{}", message);
+    }
+
+    /// The version flags as the native code holds them (`compat.rs`), keyed by their
+    /// `oxloop._compat` names, so a test can check they are the ones `_compat.py` decided.
+    #[pyfunction]
+    fn _compat_flags_for_test(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+        let c = crate::compat::get(py)?;
+        let d = PyDict::new(py);
+        d.set_item("CALL_LATER_REJECTS_NONE", c.call_later_rejects_none)?;
+        d.set_item("CALL_AT_REJECTS_NONE", c.call_at_rejects_none)?;
+        d.set_item("STREAM_OWN_WRITELINES", c.stream_own_writelines)?;
+        Ok(d)
+    }
 }
