@@ -47,7 +47,7 @@ test-py: setup
 # which use asyncio internals typeshed does not declare.)
 test-typing: setup
 	@$(VPY) -m pip install -q --disable-pip-version-check "mypy==2.4.1"
-	$(VPY) -m mypy.stubtest oxloop._oxloop
+	$(VPY) -m mypy.stubtest oxloop._oxloop --allowlist tests/stubtest-allowlist.txt
 
 # CPython's test_asyncio twice: loops from the policy use the native epoll and explicit Python
 # selector objects are driven as given; then with those selectors mapped to the native ones.

@@ -10,9 +10,9 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import warnings
 
+from ._compat import ASYNCIO_RUN_LOOP_FACTORY
 from ._oxloop import Handle, TimerHandle, __version__
 from ._support import platform_support
 from .runners import run
@@ -50,7 +50,7 @@ def install() -> None:
     or ``asyncio.Runner(loop_factory=oxloop.new_event_loop)``; for a whole program, also its
     worker processes, ``python -m oxloop run ...`` or ``OXLOOP=1`` in the environment.
     """
-    if sys.version_info >= (3, 12):
+    if ASYNCIO_RUN_LOOP_FACTORY:  # Python 3.12+
         warnings.warn(
             "oxloop.install() is deprecated in favor of oxloop.run() starting with Python 3.12 "
             "(event loop policies are deprecated in Python 3.14): use oxloop.run(main()) or "

@@ -124,8 +124,9 @@ def doctor_lines() -> List[str]:
         if not entry["available"]:
             unavailable.append(f"{name} ({entry['reason']})")
         impl.setdefault(entry.get("implementation") or "other", []).append(name)
-    add(f"SelectorEventLoop API: {len(impl['native'])} methods native, "
-        f"{len(impl['asyncio'])} asyncio's own code on the native core")
+    add("SelectorEventLoop API: " + ", ".join(
+        f"{len(v)} {k}" for k, v in sorted(impl.items(), key=lambda kv: -len(kv[1])) if v)
+        + " (native: Rust; oxloop: oxloop's Python; asyncio: asyncio's own code on the core)")
     add("  native: " + ", ".join(sorted(impl["native"])))
     add("  unavailable here: " + (", ".join(unavailable) if unavailable else "none"))
     for name, apis in info["loops"].items():

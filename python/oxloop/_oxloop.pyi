@@ -21,7 +21,6 @@ __all__ = [
     "selector_kinds",
     "default_selector",
     "clock_resolution",
-    "_panic_for_test",
     "__version__",
 ]
 
@@ -30,8 +29,10 @@ __version__: str
 def selector_kinds() -> List[Tuple[str, bool]]: ...
 def default_selector() -> str: ...
 def clock_resolution() -> float: ...
-def _panic_for_test(message: str) -> None:
-    """Raises pyo3's PanicException with ``message`` (tests of the panic path only)."""
+
+# The dev build (`make setup`: cargo feature test-hooks) also has _panic_for_test and
+# _compat_flags_for_test; wheels do not, and neither does this stub
+# (tests/stubtest-allowlist.txt).
 
 @disjoint_base
 class Handle:
