@@ -148,7 +148,12 @@ def test_cli_errors(oxloop_module, args, msg):
     assert msg in p.stderr and "usage:" in p.stderr, p.stderr
 
 
-def test_cli_console_script_name(oxloop_module):
-    import oxloop.__main__ as m
-
-    assert m.main(["help"]) == 0
+def test_console_script(oxloop_module):
+    # [project.scripts] oxloop = "oxloop.__main__:main", installed next to the interpreter.
+    exe = os.path.join(os.path.dirname(sys.executable), "oxloop")
+    assert os.access(exe, os.X_OK), exe
+    p = subprocess.run([exe, "doctor"], capture_output=True, text=True, timeout=120, env=_env())
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith(f"oxloop {oxloop_module.__version__} on "), p.stdout
+    p = subprocess.run([exe, "help"], capture_output=True, text=True, timeout=60, env=_env())
+    assert p.returncode == 0 and "python -m oxloop run app.py" in p.stdout, p.stdout + p.stderr
