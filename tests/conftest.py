@@ -34,6 +34,7 @@ import faulthandler
 import gc
 import os
 import selectors
+import shutil
 import sys
 import tempfile
 
@@ -315,9 +316,19 @@ def _no_unraisable_exceptions(request):
 
 _hang_log = None
 
+# Every temporary file of the run (tempfile.*, TMPDIR in child processes, pytest's tmp_path) goes
+# into one private directory; at the end, anything a test left there (other than pytest's own
+# tmp_path tree and the hang log) fails the run, and the directory is removed.
+_session_tmp = None
+_session_tmp_old = None
+
 
 def pytest_sessionstart(session):
-    global _hang_log
+    global _hang_log, _session_tmp, _session_tmp_old
+    _session_tmp_old = (tempfile.tempdir, os.environ.get("TMPDIR"))
+    _session_tmp = tempfile.mkdtemp(prefix="oxloop-tests-")
+    tempfile.tempdir = _session_tmp
+    os.environ["TMPDIR"] = _session_tmp
     if HANG_TIMEOUT > 0:
         path = os.path.join(tempfile.gettempdir(), f"oxloop-tests-hang-{os.getpid()}.log")
         _hang_log = open(path, "w")
@@ -333,6 +344,25 @@ def pytest_sessionfinish(session, exitstatus):
             os.unlink(name)  # only a process that hung (and exited) leaves it behind
         except OSError:
             pass
+    _check_session_tmp(session)
+
+
+def _check_session_tmp(session):
+    global _session_tmp
+    if _session_tmp is None:
+        return
+    d, _session_tmp = _session_tmp, None
+    tempfile.tempdir, old_env = _session_tmp_old
+    if old_env is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = old_env
+    left = sorted(n for n in os.listdir(d) if not n.startswith("pytest-of-"))
+    shutil.rmtree(d, ignore_errors=True)
+    if left:
+        sys.stderr.write(
+            f"\nFAILED: the tests left {len(left)} item(s) in the temp dir: {left}\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_report_header(config):

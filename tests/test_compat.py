@@ -35,6 +35,7 @@ class ByPatch:
 
 _COMMON = {
     "ASYNCIO_RUNNER": True,
+    "ASYNCIO_RUN_LOOP_FACTORY": False,
     "CALL_LATER_REJECTS_NONE": True,
     "CALL_AT_REJECTS_NONE": True,
     "ACCEPT_TIMEOUT_DEFAULTS": (60.0, 30.0),
@@ -74,6 +75,7 @@ EXPECTED = {
     (3, 11): dict(_COMMON),
     (3, 12): {
         **_COMMON,
+        "ASYNCIO_RUN_LOOP_FACTORY": True,
         "STREAM_OWN_WRITELINES": True,
         "DATAGRAM_IS_DATAGRAM_TRANSPORT": True,
         "SSL_ENSURE_FD": ByPatch({1: True}, (False, True), "the check came to 3.12 in a patch release"),
@@ -83,6 +85,7 @@ EXPECTED = {
     },
     (3, 13): {
         **_COMMON,
+        "ASYNCIO_RUN_LOOP_FACTORY": True,
         "RUN_FOREVER_SETUP": True,
         "FORMAT_CALLBACK_TAKES_DEBUG": True,
         "ATTACH_TAKES_TRANSPORT": True,

@@ -259,7 +259,20 @@ def test_event_loop_policy(ox):
 
 
 def test_install(ox):
-    ox.install()
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ox.install()
+    deprecations = [w for w in caught if issubclass(w.category, DeprecationWarning)]
+    if PY >= (3, 12):
+        # As uvloop.install(): policies are deprecated in 3.14; run()/loop_factory instead.
+        assert len(deprecations) == 1, caught
+        msg = str(deprecations[0].message)
+        assert "oxloop.run()" in msg and "loop_factory" in msg, msg
+        assert deprecations[0].filename == __file__  # attributed to the caller
+    else:
+        assert deprecations == [], caught
     assert isinstance(asyncio.get_event_loop_policy(), ox.EventLoopPolicy)
     loop = asyncio.new_event_loop()
     try:

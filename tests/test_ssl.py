@@ -582,7 +582,12 @@ def test_create_server_ssl_true_is_type_error(loop, run):
             await loop.create_server(asyncio.Protocol, "127.0.0.1", 0, ssl=True)
         if HAS_UNIX:
             with pytest.raises(TypeError, match=exact("ssl argument must be an SSLContext or None")):
-                await loop.create_unix_server(asyncio.Protocol, unix_path() + "-never", ssl=True)
+                path = unix_path()
+                try:
+                    await loop.create_unix_server(asyncio.Protocol, path, ssl=True)
+                finally:
+                    assert not os.path.exists(path)
+                    rm_unix(path)
 
     run(loop, main())
 

@@ -30,6 +30,7 @@ __all__ = (
     "CompatError",
     "NATIVE_TLS_SUPPORTED",
     "ASYNCIO_RUNNER",
+    "ASYNCIO_RUN_LOOP_FACTORY",
     "RUN_FOREVER_SETUP",
     "CALL_LATER_REJECTS_NONE",
     "CALL_AT_REJECTS_NONE",
@@ -118,6 +119,11 @@ NATIVE_TLS_SUPPORTED = sys.version_info >= (3, 11)
 #: ``asyncio.run`` is ``asyncio.Runner`` (3.11+); before, ``runners.run`` takes its own steps
 #: (``oxloop.run`` takes them too, with the loop from ``loop_factory``).
 ASYNCIO_RUNNER = hasattr(runners, "Runner")
+
+#: ``asyncio.run(main, loop_factory=...)`` exists (3.12+): from then on ``oxloop.install()``
+#: (an event loop policy; policies are deprecated from 3.14) warns and points to it, as
+#: ``uvloop.install()`` does.
+ASYNCIO_RUN_LOOP_FACTORY = "loop_factory" in inspect.signature(runners.run).parameters
 
 
 def probe_run_forever_setup(cls):

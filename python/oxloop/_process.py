@@ -86,6 +86,9 @@ class ChildTracker:
                     self._use_threads = True  # old kernel or seccomp: for good
                 pidfd = None
         if pidfd is None:
+            if self._loop.get_debug():
+                logger.debug("%r: child %d's exit is tracked by a waitpid thread "
+                             "(os.pidfd_open is missing or refused here)", self._loop, pid)
             self._start_thread(pid, callback, args)
             return
         child = _PidfdChild(pid, pidfd, callback, args)

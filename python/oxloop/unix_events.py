@@ -68,14 +68,49 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
             self._closed = True
             raise
         super().__init__(NativeSelector(self, name) if name is not None else selector)
+        if self.get_debug():  # PYTHONASYNCIODEBUG=1 / -X dev
+            self.set_debug(True)
 
     def __repr__(self) -> str:
-        sel = self._selector
-        kind = sel.name if isinstance(sel, NativeSelector) else type(sel).__name__
+        # Names oxloop (asyncio's loop has the same class name) and the selector: a native
+        # one by name ("epoll"), a Python selectors object by its class ("selectors.EpollSelector").
+        sel = getattr(self, "_selector", None)
+        if sel is None:
+            kind = None
+        elif isinstance(sel, NativeSelector):
+            kind = sel.name
+        else:
+            kind = f"{type(sel).__module__}.{type(sel).__qualname__}"
+        cls = type(self)
+        name = ("oxloop.SelectorEventLoop" if cls is SelectorEventLoop
+                else f"{cls.__name__} (oxloop.SelectorEventLoop)")
         return (
-            f"<{type(self).__name__} running={self.is_running()} "
+            f"<{name} running={self.is_running()} "
             f"closed={self.is_closed()} debug={self.get_debug()} selector={kind}>"
         )
+
+    def set_debug(self, enabled: bool) -> None:
+        super().set_debug(enabled)
+        # (BaseEventLoop.__init__ calls this before the selector is set: __init__ reports then.)
+        if enabled and getattr(self, "_selector", None) is not None:
+            # Debug mode says which parts of this loop are not oxloop's native ones, and why.
+            for what in self._oxloop_fallbacks():
+                logger.debug("%r: %s", self, what)
+
+    def _oxloop_fallbacks(self) -> list:
+        out = []
+        if not isinstance(self._selector, NativeSelector):
+            out.append(f"a Python selectors object ({type(self._selector).__name__}) was given: "
+                       "fd watching, sock_* calls and transports are asyncio's own code")
+        elif not self._oxloop_native_transports:
+            out.append("OXLOOP_NATIVE_TRANSPORTS=0: stream, datagram and pipe transports are "
+                       "asyncio's")
+        if not NATIVE_TLS_SUPPORTED:
+            out.append("TLS is asyncio's sslproto on Python < 3.11 (the native TLS layer "
+                       "reproduces 3.11+'s)")
+        elif not self._oxloop_native_tls:
+            out.append("OXLOOP_NATIVE_TLS=0: TLS is asyncio's sslproto")
+        return out
 
     def run_forever(self) -> None:
         """Run until stop() is called (asyncio's setup and cleanup around the native loop)."""
