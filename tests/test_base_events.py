@@ -367,7 +367,7 @@ def test_equal_when_timers_all_run_in_one_iteration(loop):
     # Stock asyncio's heapq does not keep scheduling order for timers with an
     # equal `when` (10 timers at one `when` run as 0,2,6,5,9,8,7,1,3,4), so
     # only "all of them, together, before a later timer" is asserted here;
-    # test_equal_when_timers_fifo checks oxloop's stricter (when, seq) order.
+    # test_equal_when_timers_heapq_order checks that exact order.
     out = []
     when = loop.time() + 0.01
     for i in range(20):
@@ -379,17 +379,109 @@ def test_equal_when_timers_all_run_in_one_iteration(loop):
     assert out[20:] == ["later"]
 
 
-def test_equal_when_timers_fifo(loop_factory, loop):
-    if loop_factory.is_stock:
-        pytest.skip("stock asyncio does not order equal-`when` timers FIFO (heapq); "
-                    "oxloop orders its timer heap by (when, seq) (DESIGN.md)")
+class _ModelTimer:
+    """asyncio's TimerHandle ordering (`self._when < other._when`) for the heapq model."""
+
+    def __init__(self, when, tag):
+        self._when = when
+        self.tag = tag
+        self._cancelled = False
+
+    def __lt__(self, other):
+        return self._when < other._when
+
+
+def _model_run_once(scheduled, now_end, cancelled_count):
+    """asyncio's _run_once steps over `_scheduled` (base_events.py), on model timers:
+    returns (new scheduled list, tags that became ready, new cancelled count)."""
+    import heapq
+    n = len(scheduled)
+    if n > 100 and cancelled_count / n > 0.5:
+        scheduled = [t for t in scheduled if not t._cancelled]
+        heapq.heapify(scheduled)
+        cancelled_count = 0
+    else:
+        while scheduled and scheduled[0]._cancelled:
+            cancelled_count -= 1
+            heapq.heappop(scheduled)
+    ready = []
+    while scheduled:
+        if scheduled[0]._when >= now_end:
+            break
+        ready.append(heapq.heappop(scheduled).tag)
+    return scheduled, ready, cancelled_count
+
+
+def test_equal_when_timers_heapq_order(loop):
+    # asyncio keeps timers in a heapq list: equal deadlines come out in heapq's order, not
+    # in scheduling order (oxloop reproduces heapq step for step).
     out = []
-    when = loop.time() + 0.01
-    for i in range(50):
+    when = loop.time() - 1
+    for i in range(8):
         loop.call_at(when, out.append, i)
-    loop.call_at(when + 0.002, loop.stop)
-    loop.run_forever()
-    assert out == list(range(50))
+    run_once(loop)
+    assert out == [0, 2, 6, 5, 7, 4, 1, 3]
+
+
+def test_nan_and_equal_deadlines_fire_in_heapq_order(loop):
+    # NaN compares false both ways, so where it lands in the heap decides when it fires.
+    now = loop.time()
+    nan = float("nan")
+    whens = [now - 1, nan, now - 2, now - 1, -nan, now - 3, nan, now - 1, now - 2, now - 5]
+    out = []
+    for i, w in enumerate(whens):
+        loop.call_at(w, out.append, i)
+    model = []
+    import heapq
+    for i, w in enumerate(whens):
+        heapq.heappush(model, _ModelTimer(w, i))
+    _, want, _ = _model_run_once(model, float("inf"), 0)
+    run_once(loop)
+    assert out == want
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_scheduled_list_and_firing_order_match_heapq(loop, seed):
+    # Random deadlines with ties, NaN, infinities and cancellations, over a few iterations;
+    # `_scheduled` must be heapq's list (in its order) and the callbacks heapq's order.
+    import heapq
+    import random
+    rnd = random.Random(seed)
+    base = loop.time()
+    choices = [base - 2, base - 1, base - 1, base + 1000, base + 1000, float("nan"),
+               float("inf"), float("-inf")]
+    model, handles, fired, cancelled = [], {}, [], 0
+    for step in range(4):
+        count = rnd.choice([5, 40, 150, 300])
+        for _ in range(count):
+            tag = len(handles)
+            if rnd.random() < 0.7:
+                w = rnd.choice(choices)
+            else:  # in the past, or far enough ahead not to come due during the test
+                w = base + rnd.choice([-rnd.uniform(1, 2000), rnd.uniform(1000, 3000)])
+            handles[tag] = loop.call_at(w, fired.append, tag)
+            heapq.heappush(model, _ModelTimer(w, tag))
+        for t in model:
+            if not t._cancelled and rnd.random() < (0.8 if step % 2 else 0.2):
+                t._cancelled = True
+                cancelled += 1
+                handles[t.tag].cancel()
+        assert [tag_of(handles, h) for h in loop._scheduled] == [t.tag for t in model]
+        before = len(fired)
+        run_once(loop)
+        # Due = `when < now + clock_resolution`: only the past and -inf ones are (NaN: always).
+        model, ready, cancelled = _model_run_once(model, base + 500, cancelled)
+        assert fired[before:] == [t for t in ready if not handles[t].cancelled()]
+        assert [tag_of(handles, h) for h in loop._scheduled] == [t.tag for t in model]
+    for h in handles.values():
+        h.cancel()
+
+
+def tag_of(handles, h):
+    for tag, x in handles.items():
+        if x is h:
+            return tag
+    raise AssertionError(h)
 
 
 def test_timer_handle_when(loop):
