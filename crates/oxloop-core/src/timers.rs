@@ -125,46 +125,121 @@ impl<T> std::fmt::Debug for TimerHeap<T> {
     }
 }
 
+/// The item being sifted, taken out of the slice, and the index of the slot it left (the
+/// "hole"). Moving other items into the hole instead of swapping makes the same list as
+/// `_heapqmodule.c`'s swaps: wherever the sift stops (also on an error from `lt`, or a
+/// panic), dropping the hole writes the item into the slot the swaps would have left it in.
+struct Hole<'a, T> {
+    data: &'a mut [T],
+    elt: std::mem::ManuallyDrop<T>,
+    pos: usize,
+}
+
+impl<'a, T> Hole<'a, T> {
+    /// Takes the item at `pos` (which must be in bounds) out of `data`.
+    #[inline]
+    fn new(data: &'a mut [T], pos: usize) -> Self {
+        assert!(pos < data.len());
+        // SAFETY: `pos` is in bounds (checked above). The item is read out once; the slot it
+        // leaves is only overwritten (never read or dropped) until `drop` fills it again.
+        let elt = unsafe { std::ptr::read(data.as_ptr().add(pos)) };
+        Hole {
+            data,
+            elt: std::mem::ManuallyDrop::new(elt),
+            pos,
+        }
+    }
+
+    #[inline]
+    fn element(&self) -> &T {
+        &self.elt
+    }
+
+    /// The item at `index`, which must be in bounds and not the hole.
+    #[inline]
+    fn get(&self, index: usize) -> &T {
+        debug_assert!(index != self.pos && index < self.data.len());
+        // SAFETY: callers pass only in-bounds indices other than the hole's (the item at the
+        // hole's slot has been moved out and must not be read).
+        unsafe { self.data.get_unchecked(index) }
+    }
+
+    /// Moves the item at `index` into the hole; the hole moves to `index`.
+    #[inline]
+    fn move_to(&mut self, index: usize) {
+        debug_assert!(index != self.pos && index < self.data.len());
+        // SAFETY: both indices are in bounds and distinct (callers pass a parent or a child
+        // of `pos`); the hole's slot holds no live item, so the copy neither leaks nor
+        // duplicates one: after it, the slot at `index` is the hole.
+        unsafe {
+            let ptr = self.data.as_mut_ptr();
+            std::ptr::copy_nonoverlapping(ptr.add(index), ptr.add(self.pos), 1);
+        }
+        self.pos = index;
+    }
+}
+
+impl<T> Drop for Hole<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: the hole's slot is in bounds and holds no live item; the item is written
+        // back exactly once (`elt` is never used again).
+        unsafe {
+            let pos = self.pos;
+            std::ptr::copy_nonoverlapping(&*self.elt, self.data.as_mut_ptr().add(pos), 1);
+        }
+    }
+}
+
 /// `_heapqmodule.c`'s `siftdown`: moves the item at `pos` towards `startpos` while it is
-/// less than its parent, one swap per step.
+/// less than its parent.
 #[inline]
 fn siftdown<T, E>(
     arr: &mut [T],
     startpos: usize,
-    mut pos: usize,
+    pos: usize,
     lt: &mut impl FnMut(&T, &T) -> Result<bool, E>,
 ) -> Result<(), E> {
-    while pos > startpos {
-        let parentpos = (pos - 1) >> 1;
-        if !lt(&arr[pos], &arr[parentpos])? {
+    let mut hole = Hole::new(arr, pos);
+    siftdown_hole(&mut hole, startpos, lt)
+}
+
+#[inline]
+fn siftdown_hole<T, E>(
+    hole: &mut Hole<'_, T>,
+    startpos: usize,
+    lt: &mut impl FnMut(&T, &T) -> Result<bool, E>,
+) -> Result<(), E> {
+    while hole.pos > startpos {
+        let parentpos = (hole.pos - 1) >> 1;
+        if !lt(hole.element(), hole.get(parentpos))? {
             break;
         }
-        arr.swap(pos, parentpos);
-        pos = parentpos;
+        hole.move_to(parentpos);
     }
     Ok(())
 }
 
 /// `_heapqmodule.c`'s `siftup`: moves the smaller child up (the right one unless
-/// `left < right`) until `pos` is a leaf, then [`siftdown`] from there.
+/// `left < right`) until `pos` is a leaf, then sifts the item back up from there.
 #[inline]
 fn siftup<T, E>(
     arr: &mut [T],
-    mut pos: usize,
+    pos: usize,
     lt: &mut impl FnMut(&T, &T) -> Result<bool, E>,
 ) -> Result<(), E> {
     let endpos = arr.len();
     let startpos = pos;
     let limit = endpos >> 1;
-    while pos < limit {
-        let mut childpos = 2 * pos + 1;
-        if childpos + 1 < endpos && !lt(&arr[childpos], &arr[childpos + 1])? {
+    let mut hole = Hole::new(arr, pos);
+    while hole.pos < limit {
+        let mut childpos = 2 * hole.pos + 1;
+        if childpos + 1 < endpos && !lt(hole.get(childpos), hole.get(childpos + 1))? {
             childpos += 1;
         }
-        arr.swap(childpos, pos);
-        pos = childpos;
+        hole.move_to(childpos);
     }
-    siftdown(arr, startpos, pos, lt)
+    siftdown_hole(&mut hole, startpos, lt)
 }
 
 /// `_heapqmodule.c`'s `keep_top_bit`: `n` with only its highest set bit (0 and 1 as they are).
