@@ -601,27 +601,77 @@ def test_nan_delay_is_due_at_once(loop, value):
     assert out == ["later", "at"]
 
 
+def _nan_select_error(loop_factory):
+    """3.13+: _run_once hands a NaN timeout to the selector, which raises this."""
+    if loop_factory.selector_name in ("epoll", "poll"):  # math.ceil(timeout * 1e3)
+        return ValueError, "cannot convert float NaN to integer"
+    return ValueError, "Invalid value NaN (not a number)"  # select.select / kqueue.control
+
+
 @pytest.mark.parametrize("value", [NAN, -NAN], ids=["nan", "-nan"])
 def test_sleep_nan(loop, value):
-    assert loop.run_until_complete(asyncio.sleep(value, "done")) == "done"
+    if PY >= (3, 13):
+        with pytest.raises(ValueError, match=exact("Invalid delay: NaN (not a number)")):
+            loop.run_until_complete(asyncio.sleep(value, "done"))
+    else:
+        assert loop.run_until_complete(asyncio.sleep(value, "done")) == "done"
 
 
-def test_wait_for_nan_timeout(loop):
+@pytest.mark.parametrize("value", [NAN, -NAN], ids=["nan", "-nan"])
+def test_nan_deadline_at_the_head_of_the_heap(loop_factory, loop, value):
+    # The first iteration has nothing ready: its select timeout comes from the NaN head.
+    # 3.9-3.12: min(max(0, nan), 86400) is 0 and the timer is due; 3.13 passes NaN to select.
+    out = []
+    h = loop.call_later(value, out.append, 1)
+    loop.call_later(0.2, loop.stop)
+    with alarm_guard(5):
+        if PY >= (3, 13):
+            exc, msg = _nan_select_error(loop_factory)
+            with pytest.raises(exc, match=exact(msg)):
+                loop.run_forever()
+            assert out == []
+            h.cancel()
+        loop.run_forever()  # until the stop timer
+    assert out == ([] if PY >= (3, 13) else [1])
+
+
+def test_wait_for_nan_timeout(loop_factory, loop):
     async def main():
         await asyncio.wait_for(loop.create_future(), NAN)
 
-    with pytest.raises(asyncio.TimeoutError):
-        loop.run_until_complete(main())
+    if PY >= (3, 13):
+        exc, msg = _nan_select_error(loop_factory)
+        with pytest.raises(exc, match=exact(msg)):
+            loop.run_until_complete(main())
+        # The task is still waiting, its timeout handle the NaN head: cancel it.
+        for t in asyncio.all_tasks(loop):
+            t.cancel()
+        for h in loop._scheduled:
+            h.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+    else:
+        with pytest.raises(asyncio.TimeoutError):
+            loop.run_until_complete(main())
 
 
 @pytest.mark.skipif(PY < (3, 11), reason="asyncio.timeout is 3.11+")
-def test_asyncio_timeout_nan(loop):
+def test_asyncio_timeout_nan(loop_factory, loop):
     async def main():
         async with asyncio.timeout(NAN):
             await asyncio.sleep(10)
 
-    with pytest.raises(TimeoutError):
-        loop.run_until_complete(main())
+    if PY >= (3, 13):
+        exc, msg = _nan_select_error(loop_factory)
+        with pytest.raises(exc, match=exact(msg)):
+            loop.run_until_complete(main())
+        for t in asyncio.all_tasks(loop):
+            t.cancel()
+        for h in loop._scheduled:
+            h.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+    else:
+        with pytest.raises(TimeoutError):
+            loop.run_until_complete(main())
 
 
 def test_infinite_and_huge_deadlines(loop):

@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use oxloop_core::clock;
-use oxloop_core::selector::{Event, Selector};
+use oxloop_core::selector::{Event, Selector, SelectorKind};
 use oxloop_core::timers::TimerHeap;
 use oxloop_core::waker::Waker;
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyInt, PyList, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
@@ -106,7 +106,9 @@ fn timer_lt(py: Python<'_>, a: &Timer, b: &Timer) -> PyResult<bool> {
 }
 
 /// The `timeout` `_run_once` hands the selector, as the Python value asyncio computes:
-/// `0` (an int) when callbacks are ready, else `min(max(0, when - time()), 86400)`.
+/// `0` (an int) when callbacks are ready, else `min(max(0, when - time()), 86400)` (3.9-3.12)
+/// or `when - time()` clamped by `if t > 86400: ... elif t < 0: ...` (3.13+, where a NaN
+/// stays NaN and the selector raises ValueError).
 enum SelectTimeout {
     Block,
     Int(i64),
@@ -117,8 +119,17 @@ enum SelectTimeout {
 impl SelectTimeout {
     /// `min(max(0, when - now), MAXIMUM_SELECT_TIMEOUT)` for a float deadline, with Python's
     /// `max`/`min` (a NaN difference gives the int 0; +inf the int 86400).
-    fn of_float(when: f64, now: f64) -> SelectTimeout {
+    fn of_float(when: f64, now: f64, clamp_313: bool) -> SelectTimeout {
         let d = when - now;
+        if clamp_313 {
+            return if d > MAXIMUM_SELECT_TIMEOUT as f64 {
+                SelectTimeout::Int(MAXIMUM_SELECT_TIMEOUT)
+            } else if d < 0.0 {
+                SelectTimeout::Int(0)
+            } else {
+                SelectTimeout::Float(d)
+            };
+        }
         // max(0, d): d if d > 0 else 0; min(m, 86400): 86400 if 86400 < m else m.
         if d > 0.0 {
             if (MAXIMUM_SELECT_TIMEOUT as f64) < d {
@@ -132,12 +143,27 @@ impl SelectTimeout {
     }
 
     /// The same with Python's operators, for a deadline that is not a float.
-    fn of_object(py: Python<'_>, when: &Bound<'_, PyAny>, now: f64) -> PyResult<SelectTimeout> {
+    fn of_object(
+        py: Python<'_>,
+        when: &Bound<'_, PyAny>,
+        now: f64,
+        clamp_313: bool,
+    ) -> PyResult<SelectTimeout> {
         let d = when.sub(PyFloat::new(py, now))?;
         let zero = 0i64.into_pyobject(py)?.into_any();
+        let max = MAXIMUM_SELECT_TIMEOUT.into_pyobject(py)?.into_any();
+        if clamp_313 {
+            let t = if d.gt(&max)? {
+                max
+            } else if d.lt(&zero)? {
+                zero
+            } else {
+                d
+            };
+            return Ok(SelectTimeout::Obj(t.unbind()));
+        }
         // builtins.max(0, d): RichCompareBool(d, 0, Py_GT); min(m, 86400): (86400, m, Py_LT).
         let m = if d.gt(&zero)? { d } else { zero };
-        let max = MAXIMUM_SELECT_TIMEOUT.into_pyobject(py)?.into_any();
         let t = if max.lt(&m)? { max } else { m };
         Ok(SelectTimeout::Obj(t.unbind()))
     }
@@ -146,14 +172,22 @@ impl SelectTimeout {
         matches!(self, SelectTimeout::Int(0))
     }
 
-    /// For a native selector: a duration that is never negative, NaN or out of range.
-    fn duration(&self, py: Python<'_>) -> PyResult<Option<Duration>> {
+    /// For a native selector: a duration that is never negative or out of range. A NaN (3.13+)
+    /// raises the ValueError of the Python selector of that kind (`math.ceil(timeout * 1e3)`
+    /// in EpollSelector/PollSelector, `select.select`'s / `kqueue.control`'s own check).
+    fn duration(&self, py: Python<'_>, kind: SelectorKind) -> PyResult<Option<Duration>> {
         let secs = match self {
             SelectTimeout::Block => return Ok(None),
             SelectTimeout::Int(n) => *n as f64,
             SelectTimeout::Float(f) => *f,
             SelectTimeout::Obj(o) => o.bind(py).extract::<f64>()?,
         };
+        if secs.is_nan() {
+            return Err(PyValueError::new_err(match kind {
+                SelectorKind::Epoll | SelectorKind::Poll => "cannot convert float NaN to integer",
+                _ => "Invalid value NaN (not a number)",
+            }));
+        }
         Ok(Some(secs_to_duration(secs)))
     }
 
@@ -205,6 +239,8 @@ pub struct LoopCore {
     /// `set_debug` is given; `get_debug()` returns it).
     pub(crate) debug_obj: Option<Py<PyAny>>,
     pub(crate) clock_resolution: f64,
+    /// Python 3.13+'s `_run_once` timeout rule (see [`SelectTimeout`]).
+    timeout_313: bool,
     /// Reusable receive buffer of the native sock_recv.
     pub(crate) recv_buf: Vec<u8>,
     /// The last sockname / peer host a native transport stored: equal ones share it.
@@ -497,7 +533,7 @@ impl LoopCore {
     /// The timeout of `_run_once`'s select (the loop must not be borrowed).
     fn select_timeout(slf: &Bound<'_, Self>) -> PyResult<SelectTimeout> {
         let py = slf.py();
-        let head = {
+        let (head, clamp_313) = {
             let me = slf.borrow();
             if !me.ready.is_empty() || me.stopping {
                 return Ok(SelectTimeout::Int(0));
@@ -505,12 +541,15 @@ impl LoopCore {
             match me.timers.peek() {
                 None => return Ok(SelectTimeout::Block),
                 Some(t) => match &t.obj {
-                    None => return Ok(SelectTimeout::of_float(t.when, clock::monotonic())),
-                    Some(o) => o.clone_ref(py),
+                    None => {
+                        let now = clock::monotonic();
+                        return Ok(SelectTimeout::of_float(t.when, now, me.timeout_313));
+                    }
+                    Some(o) => (o.clone_ref(py), me.timeout_313),
                 },
             }
         };
-        SelectTimeout::of_object(py, head.bind(py), clock::monotonic())
+        SelectTimeout::of_object(py, head.bind(py), clock::monotonic(), clamp_313)
     }
 
     /// Moves the due timers to the ready queue (asyncio: until `handle._when >= end_time`,
@@ -582,7 +621,7 @@ impl LoopCore {
         match poller {
             None => {}
             Some(Poller::Native(sel)) => {
-                let timeout = timeout.duration(py)?;
+                let timeout = timeout.duration(py, sel.kind())?;
                 let mut events = std::mem::take(&mut slf.borrow_mut().events);
                 let res = py.detach(|| sel.select(&mut events, timeout));
                 let res = match res {
@@ -720,6 +759,7 @@ impl LoopCore {
             debug: false,
             debug_obj: None,
             clock_resolution: clock::resolution(),
+            timeout_313: _args.py().version_info() >= (3, 13),
             recv_buf: Vec::new(),
             last_sockname: None,
             last_peer_host: None,
