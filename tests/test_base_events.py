@@ -910,6 +910,56 @@ def test_set_debug_stores_value_as_given(loop, value):
     assert loop.get_debug() is False
 
 
+@pytest.mark.parametrize("attr", ["_stopping", "_closed", "_debug"])
+@pytest.mark.parametrize("value", ["x", 0, 1, "", None])
+def test_private_flags_store_value_as_given(loop, attr, value):
+    old = getattr(loop, attr)
+    setattr(loop, attr, value)
+    got = getattr(loop, attr)
+    assert got == value and type(got) is type(value)
+    setattr(loop, attr, old)
+    assert getattr(loop, attr) is old
+
+
+def test_truthy_stopping_value_stops_after_one_iteration(loop):
+    out = []
+    loop.call_soon(out.append, 1)
+    loop._stopping = "yes"
+    loop.run_forever()
+    assert out == [1] and loop._stopping is False
+
+
+def test_timer_cancelled_count_as_given(loop):
+    loop._timer_cancelled_count = -1
+    assert loop._timer_cancelled_count == -1
+    h = loop.call_later(1000, noop)
+    h.cancel()
+    assert loop._timer_cancelled_count == 0
+    run_once(loop)  # the cancelled head is popped: -1 again
+    assert loop._timer_cancelled_count == -1
+    loop._timer_cancelled_count = 0
+
+
+def test_clock_resolution_as_given(loop):
+    import decimal
+    import fractions
+
+    out = []
+    for res in (1, fractions.Fraction(1, 2), True):
+        loop._clock_resolution = res
+        assert loop._clock_resolution is res
+        # A timer due within the resolution fires now (`when < time() + resolution`).
+        loop.call_at(loop.time() + 0.3, out.append, res)
+        run_once(loop)
+        assert out[-1:] == [res]
+    loop._clock_resolution = decimal.Decimal(0)  # float + Decimal: every _run_once fails
+    with pytest.raises(TypeError, match=exact(
+            "unsupported operand type(s) for +: 'float' and 'decimal.Decimal'")):
+        run_once(loop)
+    loop._clock_resolution = time.get_clock_info("monotonic").resolution
+    run_once(loop)
+
+
 def test_slow_callback_duration_of_other_number_types(loop, caplog):
     import decimal
     import fractions

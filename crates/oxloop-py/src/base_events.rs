@@ -223,7 +223,8 @@ pub struct LoopCore {
     /// every heap operation compares floats with the loop borrowed; otherwise the heap is
     /// taken out of the loop for the operation (Python comparisons run Python code).
     pub(crate) slow_timers: usize,
-    pub(crate) timer_cancelled_count: usize,
+    /// asyncio's `_timer_cancelled_count` (an int it may set to anything).
+    pub(crate) timer_cancelled_count: i64,
     /// Native fd watchers, keyed by fd (the fd is also the selector token: entries are
     /// deregistered before removal and events are consumed in the same iteration they are
     /// read, so a stale event can never reach a reused fd).
@@ -233,12 +234,18 @@ pub struct LoopCore {
     pub(crate) waker: Option<Arc<Waker>>,
     pub(crate) stopping: bool,
     pub(crate) closed: bool,
+    /// `_stopping` / `_closed` as set when not exactly True/False (asyncio stores any value).
+    stopping_obj: Option<Py<PyAny>>,
+    closed_obj: Option<Py<PyAny>>,
     /// Whether `_debug` is true (asyncio: `if self._debug:`).
     pub(crate) debug: bool,
     /// `_debug` as it was set when it is not exactly True/False (asyncio stores the value
     /// `set_debug` is given; `get_debug()` returns it).
     pub(crate) debug_obj: Option<Py<PyAny>>,
     pub(crate) clock_resolution: f64,
+    /// `_clock_resolution` as set when it is not a float (`end_time` is then computed with
+    /// Python's `+`).
+    clock_resolution_obj: Option<Py<PyAny>>,
     /// Python 3.13+'s `_run_once` timeout rule (see [`SelectTimeout`]).
     timeout_313: bool,
     /// Reusable receive buffer of the native sock_recv.
@@ -250,6 +257,23 @@ pub struct LoopCore {
     pub(crate) self_pipe: Option<RawFd>,
     /// Signal handlers are installed (the self-pipe is then the signal wakeup fd).
     pub(crate) signals: bool,
+}
+
+/// A flag attribute asyncio stores as given: the object when it is not exactly True/False.
+fn flag_value(py: Python<'_>, value: bool, obj: Option<&Py<PyAny>>) -> Py<PyAny> {
+    match obj {
+        Some(o) => o.clone_ref(py),
+        None => PyBool::new(py, value).to_owned().into_any().unbind(),
+    }
+}
+
+/// `(truthiness, the object unless exactly True/False)` of a value set on a flag attribute.
+/// The truthiness is taken once, when it is set (asyncio's `if self._flag:` takes it each time).
+fn flag_of(value: &Bound<'_, PyAny>) -> PyResult<(bool, Option<Py<PyAny>>)> {
+    Ok(match value.cast_exact::<PyBool>() {
+        Ok(b) => (b.is_true(), None),
+        Err(_) => (value.is_truthy()?, Some(value.clone().unbind())),
+    })
 }
 
 pub(crate) fn closed_error() -> PyErr {
@@ -271,7 +295,10 @@ pub(crate) fn timer_handle_cancelled(
 ) -> PyResult<()> {
     if let Ok(core) = loop_.cast::<LoopCore>() {
         if handle.borrow().scheduled {
-            core.borrow_mut().timer_cancelled_count += 1;
+            {
+                let mut core = core.borrow_mut();
+                core.timer_cancelled_count = core.timer_cancelled_count.saturating_add(1);
+            }
         }
         return Ok(());
     }
@@ -556,37 +583,60 @@ impl LoopCore {
     /// `end_time = time() + clock_resolution`).
     fn queue_due_timers(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let end_time = {
+        let (end_time, resolution) = {
             let mut me = slf.borrow_mut();
-            if me.timers.is_empty() {
-                return Ok(());
-            }
-            let end_time = clock::monotonic() + me.clock_resolution;
-            if me.slow_timers == 0 {
-                while let Some(t) = me.timers.peek() {
-                    if t.when >= end_time {
+            match &me.clock_resolution_obj {
+                // A `_clock_resolution` that is not a float: `time() + it` with Python's `+`
+                // (asyncio computes it even when no timer is scheduled).
+                Some(r) => (f64::NAN, Some(r.clone_ref(py))),
+                None => {
+                    if me.timers.is_empty() {
                         return Ok(());
                     }
-                    let Ok(Some(t)) = me.timers.pop(float_lt) else {
+                    let end_time = clock::monotonic() + me.clock_resolution;
+                    if me.slow_timers == 0 {
+                        while let Some(t) = me.timers.peek() {
+                            if t.when >= end_time {
+                                return Ok(());
+                            }
+                            let Ok(Some(t)) = me.timers.pop(float_lt) else {
+                                return Ok(());
+                            };
+                            t.handle.borrow_mut(py).scheduled = false;
+                            me.ready.push_back(t.handle.into_any());
+                        }
                         return Ok(());
-                    };
-                    t.handle.borrow_mut(py).scheduled = false;
-                    me.ready.push_back(t.handle.into_any());
+                    }
+                    (end_time, None)
                 }
-                return Ok(());
             }
-            end_time
         };
-        let end = PyFloat::new(py, end_time);
+        // `end_time` as a Python object when it is not a float (else compared natively).
+        let (end_time, end) = match resolution {
+            None => (end_time, PyFloat::new(py, end_time).into_any()),
+            Some(r) => {
+                let end = PyFloat::new(py, clock::monotonic()).add(r)?;
+                match end.cast_exact::<PyFloat>() {
+                    Ok(f) => (f.value(), end),
+                    Err(_) => (f64::NAN, end),
+                }
+            }
+        };
+        let end_is_float = end.is_exact_instance_of::<PyFloat>();
         loop {
+            // `if handle._when >= end_time: break`
             let head = {
                 let me = slf.borrow();
                 match me.timers.peek() {
                     None => return Ok(()),
                     Some(t) => match &t.obj {
-                        None if t.when >= end_time => return Ok(()),
-                        None => None,
-                        Some(o) => Some(o.clone_ref(py)),
+                        None if end_is_float => {
+                            if t.when >= end_time {
+                                return Ok(());
+                            }
+                            None
+                        }
+                        _ => Some(when_object(py, t.when, t.obj.as_ref()).unbind()),
                     },
                 }
             };
@@ -756,9 +806,12 @@ impl LoopCore {
             waker: None,
             stopping: false,
             closed: false,
+            stopping_obj: None,
+            closed_obj: None,
             debug: false,
             debug_obj: None,
             clock_resolution: clock::resolution(),
+            clock_resolution_obj: None,
             timeout_313: _args.py().version_info() >= (3, 13),
             recv_buf: Vec::new(),
             last_sockname: None,
@@ -806,6 +859,7 @@ impl LoopCore {
         let (ready, timers, io, poller, waker) = {
             let mut me = slf.borrow_mut();
             me.closed = true;
+            me.closed_obj = None;
             (
                 std::mem::take(&mut me.ready),
                 {
@@ -827,50 +881,51 @@ impl LoopCore {
     }
 
     #[getter]
-    fn _closed(&self) -> bool {
-        self.closed
+    fn _closed(&self, py: Python<'_>) -> Py<PyAny> {
+        flag_value(py, self.closed, self.closed_obj.as_ref())
     }
     #[setter(_closed)]
-    fn set_closed_attr(&mut self, value: bool) {
-        self.closed = value;
+    fn set_closed_attr(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        (self.closed, self.closed_obj) = flag_of(value)?;
+        Ok(())
     }
     #[getter]
-    fn _stopping(&self) -> bool {
-        self.stopping
+    fn _stopping(&self, py: Python<'_>) -> Py<PyAny> {
+        flag_value(py, self.stopping, self.stopping_obj.as_ref())
     }
     #[setter(_stopping)]
-    fn set_stopping_attr(&mut self, value: bool) {
-        self.stopping = value;
+    fn set_stopping_attr(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        (self.stopping, self.stopping_obj) = flag_of(value)?;
+        Ok(())
     }
     /// `_debug` as set (`set_debug(enabled)` stores `enabled` as given).
     #[getter]
     fn _debug(&self, py: Python<'_>) -> Py<PyAny> {
-        match &self.debug_obj {
-            Some(o) => o.clone_ref(py),
-            None => PyBool::new(py, self.debug).to_owned().into_any().unbind(),
-        }
+        flag_value(py, self.debug, self.debug_obj.as_ref())
     }
     #[setter(_debug)]
     fn set_debug_attr(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        match value.cast_exact::<PyBool>() {
-            Ok(b) => {
-                self.debug = b.is_true();
-                self.debug_obj = None;
-            }
-            Err(_) => {
-                self.debug = value.is_truthy()?;
-                self.debug_obj = Some(value.clone().unbind());
-            }
-        }
+        (self.debug, self.debug_obj) = flag_of(value)?;
         Ok(())
     }
     #[getter]
-    fn _clock_resolution(&self) -> f64 {
-        self.clock_resolution
+    fn _clock_resolution(&self, py: Python<'_>) -> Py<PyAny> {
+        when_object(
+            py,
+            self.clock_resolution,
+            self.clock_resolution_obj.as_ref(),
+        )
+        .unbind()
     }
     #[setter(_clock_resolution)]
-    fn set_clock_resolution_attr(&mut self, value: f64) {
-        self.clock_resolution = value;
+    fn set_clock_resolution_attr(&mut self, value: &Bound<'_, PyAny>) {
+        match When::of(value) {
+            When::Float(f) => {
+                self.clock_resolution = f;
+                self.clock_resolution_obj = None;
+            }
+            When::Obj(o) => self.clock_resolution_obj = Some(o),
+        }
     }
     /// A snapshot of the ready queue (asyncio's `_ready` deque is private; tests read its length).
     #[getter]
@@ -887,11 +942,11 @@ impl LoopCore {
     #[setter(_scheduled)]
     fn set_scheduled_attr(&mut self, _value: &Bound<'_, PyAny>) {}
     #[getter]
-    fn _timer_cancelled_count(&self) -> usize {
+    fn _timer_cancelled_count(&self) -> i64 {
         self.timer_cancelled_count
     }
     #[setter(_timer_cancelled_count)]
-    fn set_timer_cancelled_count_attr(&mut self, value: usize) {
+    fn set_timer_cancelled_count_attr(&mut self, value: i64) {
         self.timer_cancelled_count = value;
     }
 
@@ -1056,7 +1111,10 @@ impl LoopCore {
     /// asyncio's private hook, called by asyncio's own TimerHandle.cancel().
     fn _timer_handle_cancelled(slf: &Bound<'_, Self>, handle: &Bound<'_, PyAny>) -> PyResult<()> {
         if handle.getattr("_scheduled")?.is_truthy()? {
-            slf.borrow_mut().timer_cancelled_count += 1;
+            {
+                let mut me = slf.borrow_mut();
+                me.timer_cancelled_count = me.timer_cancelled_count.saturating_add(1);
+            }
         }
         Ok(())
     }
@@ -1141,7 +1199,15 @@ impl LoopCore {
                 visit.call(o)?;
             }
         }
-        if let Some(o) = &self.debug_obj {
+        for o in [
+            &self.debug_obj,
+            &self.stopping_obj,
+            &self.closed_obj,
+            &self.clock_resolution_obj,
+        ]
+        .into_iter()
+        .flatten()
+        {
             visit.call(o)?;
         }
         for e in self.io.values() {
@@ -1163,6 +1229,9 @@ impl LoopCore {
         self.timers.clear();
         self.slow_timers = 0;
         self.debug_obj = None;
+        self.stopping_obj = None;
+        self.closed_obj = None;
+        self.clock_resolution_obj = None;
         self.io.clear();
         if let Some(Poller::Python(_)) = &self.poller {
             self.poller = None;

@@ -289,7 +289,7 @@ impl Handle {
                 Ok(core) => {
                     let mut core = core.borrow_mut();
                     if scheduled {
-                        core.timer_cancelled_count += 1;
+                        core.timer_cancelled_count = core.timer_cancelled_count.saturating_add(1);
                     }
                     core.debug
                 }
