@@ -200,7 +200,16 @@ fn siftdown<T, E>(
     pos: usize,
     lt: &mut impl FnMut(&T, &T) -> Result<bool, E>,
 ) -> Result<(), E> {
+    // The first step without a hole: most pushes (deadlines mostly increasing) stop there.
+    if pos <= startpos {
+        return Ok(());
+    }
+    let parentpos = (pos - 1) >> 1;
+    if !lt(&arr[pos], &arr[parentpos])? {
+        return Ok(());
+    }
     let mut hole = Hole::new(arr, pos);
+    hole.move_to(parentpos);
     siftdown_hole(&mut hole, startpos, lt)
 }
 
