@@ -367,7 +367,7 @@ def test_equal_when_timers_all_run_in_one_iteration(loop):
     # Stock asyncio's heapq does not keep scheduling order for timers with an
     # equal `when` (10 timers at one `when` run as 0,2,6,5,9,8,7,1,3,4), so
     # only "all of them, together, before a later timer" is asserted here;
-    # test_equal_when_timers_fifo checks oxloop's stricter (when, seq) order.
+    # test_equal_when_timers_heapq_order checks that exact order.
     out = []
     when = loop.time() + 0.01
     for i in range(20):
@@ -379,17 +379,109 @@ def test_equal_when_timers_all_run_in_one_iteration(loop):
     assert out[20:] == ["later"]
 
 
-def test_equal_when_timers_fifo(loop_factory, loop):
-    if loop_factory.is_stock:
-        pytest.skip("stock asyncio does not order equal-`when` timers FIFO (heapq); "
-                    "oxloop orders its timer heap by (when, seq) (DESIGN.md)")
+class _ModelTimer:
+    """asyncio's TimerHandle ordering (`self._when < other._when`) for the heapq model."""
+
+    def __init__(self, when, tag):
+        self._when = when
+        self.tag = tag
+        self._cancelled = False
+
+    def __lt__(self, other):
+        return self._when < other._when
+
+
+def _model_run_once(scheduled, now_end, cancelled_count):
+    """asyncio's _run_once steps over `_scheduled` (base_events.py), on model timers:
+    returns (new scheduled list, tags that became ready, new cancelled count)."""
+    import heapq
+    n = len(scheduled)
+    if n > 100 and cancelled_count / n > 0.5:
+        scheduled = [t for t in scheduled if not t._cancelled]
+        heapq.heapify(scheduled)
+        cancelled_count = 0
+    else:
+        while scheduled and scheduled[0]._cancelled:
+            cancelled_count -= 1
+            heapq.heappop(scheduled)
+    ready = []
+    while scheduled:
+        if scheduled[0]._when >= now_end:
+            break
+        ready.append(heapq.heappop(scheduled).tag)
+    return scheduled, ready, cancelled_count
+
+
+def test_equal_when_timers_heapq_order(loop):
+    # asyncio keeps timers in a heapq list: equal deadlines come out in heapq's order, not
+    # in scheduling order (oxloop reproduces heapq step for step).
     out = []
-    when = loop.time() + 0.01
-    for i in range(50):
+    when = loop.time() - 1
+    for i in range(8):
         loop.call_at(when, out.append, i)
-    loop.call_at(when + 0.002, loop.stop)
-    loop.run_forever()
-    assert out == list(range(50))
+    run_once(loop)
+    assert out == [0, 2, 6, 5, 7, 4, 1, 3]
+
+
+def test_nan_and_equal_deadlines_fire_in_heapq_order(loop):
+    # NaN compares false both ways, so where it lands in the heap decides when it fires.
+    now = loop.time()
+    nan = float("nan")
+    whens = [now - 1, nan, now - 2, now - 1, -nan, now - 3, nan, now - 1, now - 2, now - 5]
+    out = []
+    for i, w in enumerate(whens):
+        loop.call_at(w, out.append, i)
+    model = []
+    import heapq
+    for i, w in enumerate(whens):
+        heapq.heappush(model, _ModelTimer(w, i))
+    _, want, _ = _model_run_once(model, float("inf"), 0)
+    run_once(loop)
+    assert out == want
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_scheduled_list_and_firing_order_match_heapq(loop, seed):
+    # Random deadlines with ties, NaN, infinities and cancellations, over a few iterations;
+    # `_scheduled` must be heapq's list (in its order) and the callbacks heapq's order.
+    import heapq
+    import random
+    rnd = random.Random(seed)
+    base = loop.time()
+    choices = [base - 2, base - 1, base - 1, base + 1000, base + 1000, float("nan"),
+               float("inf"), float("-inf")]
+    model, handles, fired, cancelled = [], {}, [], 0
+    for step in range(4):
+        count = rnd.choice([5, 40, 150, 300])
+        for _ in range(count):
+            tag = len(handles)
+            if rnd.random() < 0.7:
+                w = rnd.choice(choices)
+            else:  # in the past, or far enough ahead not to come due during the test
+                w = base + rnd.choice([-rnd.uniform(1, 2000), rnd.uniform(1000, 3000)])
+            handles[tag] = loop.call_at(w, fired.append, tag)
+            heapq.heappush(model, _ModelTimer(w, tag))
+        for t in model:
+            if not t._cancelled and rnd.random() < (0.8 if step % 2 else 0.2):
+                t._cancelled = True
+                cancelled += 1
+                handles[t.tag].cancel()
+        assert [tag_of(handles, h) for h in loop._scheduled] == [t.tag for t in model]
+        before = len(fired)
+        run_once(loop)
+        # Due = `when < now + clock_resolution`: only the past and -inf ones are (NaN: always).
+        model, ready, cancelled = _model_run_once(model, base + 500, cancelled)
+        assert fired[before:] == [t for t in ready if not handles[t].cancelled()]
+        assert [tag_of(handles, h) for h in loop._scheduled] == [t.tag for t in model]
+    for h in handles.values():
+        h.cancel()
+
+
+def tag_of(handles, h):
+    for tag, x in handles.items():
+        if x is h:
+            return tag
+    raise AssertionError(h)
 
 
 def test_timer_handle_when(loop):
@@ -492,6 +584,448 @@ def test_huge_delay_timer(loop):
     loop.call_later(0.005, loop.stop)
     loop.run_forever()
     h.cancel()
+
+
+# ---------------------------------------------------------------------------
+# deadlines that are not ordinary floats (NaN, infinities, other number types)
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize("value", [NAN, -NAN], ids=["nan", "-nan"])
+def test_nan_delay_is_due_at_once(loop, value):
+    out = []
+    loop.call_later(value, out.append, "later")
+    loop.call_at(value, out.append, "at")
+    run_once(loop)
+    assert out == ["later", "at"]
+
+
+def _nan_select_error(loop_factory):
+    """3.13+: _run_once hands a NaN timeout to the selector, which raises this."""
+    if loop_factory.selector_name in ("epoll", "poll"):  # math.ceil(timeout * 1e3)
+        return ValueError, "cannot convert float NaN to integer"
+    return ValueError, "Invalid value NaN (not a number)"  # select.select / kqueue.control
+
+
+@pytest.mark.parametrize("value", [NAN, -NAN], ids=["nan", "-nan"])
+def test_sleep_nan(loop, value):
+    if PY >= (3, 13):
+        with pytest.raises(ValueError, match=exact("Invalid delay: NaN (not a number)")):
+            loop.run_until_complete(asyncio.sleep(value, "done"))
+    else:
+        assert loop.run_until_complete(asyncio.sleep(value, "done")) == "done"
+
+
+@pytest.mark.parametrize("value", [NAN, -NAN], ids=["nan", "-nan"])
+def test_nan_deadline_at_the_head_of_the_heap(loop_factory, loop, value):
+    # The first iteration has nothing ready: its select timeout comes from the NaN head.
+    # 3.9-3.12: min(max(0, nan), 86400) is 0 and the timer is due; 3.13 passes NaN to select.
+    out = []
+    h = loop.call_later(value, out.append, 1)
+    loop.call_later(0.2, loop.stop)
+    with alarm_guard(5):
+        if PY >= (3, 13):
+            exc, msg = _nan_select_error(loop_factory)
+            with pytest.raises(exc, match=exact(msg)):
+                loop.run_forever()
+            assert out == []
+            h.cancel()
+        loop.run_forever()  # until the stop timer
+    assert out == ([] if PY >= (3, 13) else [1])
+
+
+def test_wait_for_nan_timeout(loop_factory, loop):
+    async def main():
+        await asyncio.wait_for(loop.create_future(), NAN)
+
+    if PY >= (3, 13):
+        exc, msg = _nan_select_error(loop_factory)
+        with pytest.raises(exc, match=exact(msg)):
+            loop.run_until_complete(main())
+        # The task is still waiting, its timeout handle the NaN head: cancel it.
+        for t in asyncio.all_tasks(loop):
+            t.cancel()
+        for h in loop._scheduled:
+            h.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+    else:
+        with pytest.raises(asyncio.TimeoutError):
+            loop.run_until_complete(main())
+
+
+@pytest.mark.skipif(PY < (3, 11), reason="asyncio.timeout is 3.11+")
+def test_asyncio_timeout_nan(loop_factory, loop):
+    async def main():
+        async with asyncio.timeout(NAN):
+            await asyncio.sleep(10)
+
+    if PY >= (3, 13):
+        exc, msg = _nan_select_error(loop_factory)
+        with pytest.raises(exc, match=exact(msg)):
+            loop.run_until_complete(main())
+        for t in asyncio.all_tasks(loop):
+            t.cancel()
+        for h in loop._scheduled:
+            h.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+    else:
+        with pytest.raises(TimeoutError):
+            loop.run_until_complete(main())
+
+
+def test_infinite_and_huge_deadlines(loop):
+    out = []
+    far = [loop.call_later(float("inf"), out.append, "inf"),
+           loop.call_at(float("inf"), out.append, "at-inf"),
+           loop.call_later(1e308, out.append, "1e308"),
+           loop.call_at(1.7e308, out.append, "at-1.7e308")]
+    loop.call_later(float("-inf"), out.append, "-inf")
+    loop.call_later(-1e308, out.append, "-1e308")
+    loop.call_at(-1.7e308, out.append, "at--1.7e308")
+    loop.call_later(0.01, loop.stop)
+    with alarm_guard(5):
+        loop.run_forever()
+    assert out == ["-inf", "at--1.7e308", "-1e308"]
+    assert far[1].when() == float("inf") and far[3].when() == 1.7e308
+    for h in far:
+        h.cancel()
+
+
+def test_call_later_huge_int_overflows(loop):
+    with pytest.raises(OverflowError, match=exact("int too large to convert to float")):
+        loop.call_later(2 ** 1024, noop)
+    assert loop._scheduled == []
+
+
+@pytest.mark.parametrize("kind", ["Decimal", "Fraction", "index-only", "float-only"])
+def test_call_later_delay_must_add_to_a_float(loop, kind):
+    import decimal
+    import fractions
+
+    class IndexOnly:
+        def __index__(self):
+            return 0
+
+    class FloatOnly:
+        def __float__(self):
+            return 0.0
+
+    delay = {"Decimal": decimal.Decimal(0), "Fraction": fractions.Fraction(1, 1000),
+             "index-only": IndexOnly(), "float-only": FloatOnly()}[kind]
+    if kind == "Fraction":  # float + Fraction is a float
+        h = loop.call_later(delay, noop)
+        assert type(h.when()) is float
+        h.cancel()
+        return
+    name = type(delay).__name__ if kind != "Decimal" else "decimal.Decimal"
+    msg = f"unsupported operand type(s) for +: 'float' and '{name}'"
+    with pytest.raises(TypeError, match=exact(msg)):
+        loop.call_later(delay, noop)
+    if kind == "Decimal":  # sleep(0) does not schedule; sleep(0.001) does
+        with pytest.raises(TypeError, match=exact(msg)):
+            loop.run_until_complete(asyncio.sleep(decimal.Decimal("0.001")))
+    assert loop._scheduled == []
+
+
+def test_call_later_delay_with_radd_only(loop):
+    class Seconds:
+        def __init__(self, s):
+            self.s = s
+
+        def __radd__(self, other):
+            return other + self.s
+
+    out = []
+    h = loop.call_later(Seconds(-1), out.append, 1)
+    assert type(h.when()) is float
+    run_once(loop)
+    assert out == [1]
+
+
+def test_call_later_bool_and_int_subclass_delay(loop):
+    class MyInt(int):
+        pass
+
+    out = []
+    for d in (True, False, MyInt(-5), 0, -3):
+        h = loop.call_later(d, out.append, d)
+        assert type(h.when()) is float
+    run_once(loop)
+    assert sorted(out, key=repr) == sorted([False, MyInt(-5), 0, -3], key=repr)
+    loop.call_later(1.5, loop.stop)
+    loop.run_forever()
+    assert True in out
+
+
+def test_call_at_keeps_the_deadline_object(loop):
+    import decimal
+    import fractions
+
+    now = loop.time()
+    values = [10 ** 6, True, decimal.Decimal(10 ** 6), fractions.Fraction(10 ** 7, 3),
+              int(now) - 5, now + 1000]
+    handles = [loop.call_at(v, noop) for v in values]
+    for v, h in zip(values, handles):
+        if type(v) is float:  # an equal float (see the documented differences)
+            assert h.when() == v and type(h.when()) is float
+        else:
+            assert h.when() is v
+            assert h._when is v
+        assert f"when={v}" in repr(h)
+        assert hash(h) == hash(v)
+    for h in handles:
+        h.cancel()
+
+
+def test_int_deadlines_order_and_fire(loop):
+    out = []
+    t = int(loop.time())
+    loop.call_at(t - 1, out.append, "int-1")
+    loop.call_at(float(t - 2), out.append, "float-2")
+    loop.call_at(t - 3, out.append, "int-3")
+    loop.call_at(True, out.append, "True")
+    h = loop.call_at(t + 10 ** 6, out.append, "never")
+    run_once(loop)
+    assert out == ["True", "int-3", "float-2", "int-1"]
+    h.cancel()
+
+
+def test_fraction_deadline_fires(loop):
+    import fractions
+
+    out = []
+    loop.call_at(fractions.Fraction(int(loop.time() * 1000) - 1, 1000), out.append, 1)
+    loop.call_later(0.001, loop.stop)
+    loop.run_forever()
+    assert out == [1]
+
+
+@pytest.mark.parametrize("when", ["0", "decimal", "huge"])
+def test_deadline_that_cannot_be_subtracted_fails_in_run(loop, when):
+    # asyncio accepts these in call_at; _run_once then fails computing the select timeout
+    # (`when - self.time()`), and, when stopping (timeout 0), in `handle._when >= end_time`
+    # for a str only (Decimal and a huge int compare with a float).
+    import decimal
+
+    value = {"0": "0", "decimal": decimal.Decimal(0), "huge": 2 ** 1024}[when]
+    out = []
+    h = loop.call_at(value, out.append, 1)
+    assert h.when() is value
+    exc, msg = {
+        "0": (TypeError, "unsupported operand type(s) for -: 'str' and 'float'"),
+        "decimal": (TypeError, "unsupported operand type(s) for -: 'decimal.Decimal' and "
+                               "'float'"),
+        "huge": (OverflowError, "int too large to convert to float"),
+    }[when]
+    with alarm_guard(5):
+        with pytest.raises(exc, match=exact(msg)):
+            loop.run_forever()
+        with pytest.raises(exc, match=exact(msg)):
+            loop.run_forever()
+        assert not loop.is_running()
+        if when == "0":
+            with pytest.raises(TypeError, match=exact(
+                    "'>=' not supported between instances of 'str' and 'float'")):
+                run_once(loop)
+        else:
+            run_once(loop)
+    assert out == ([1] if when == "decimal" else [])
+    h.cancel()
+    run_once(loop)  # a cancelled head is popped without comparing
+    assert loop._scheduled == []
+
+
+def test_uncomparable_deadline_push_fails_but_stays_scheduled(loop):
+    # heapq.heappush appends before comparing: the TypeError leaves the timer in the list,
+    # with `_scheduled` still False (asyncio sets it after the push).
+    h1 = loop.call_at(loop.time() + 1000, noop)
+    with pytest.raises(TypeError):
+        loop.call_at("x", noop)
+    assert len(loop._scheduled) == 2
+    bad = [h for h in loop._scheduled if h is not h1][0]
+    assert bad.when() == "x" and bad._scheduled is False and h1._scheduled is True
+    bad.cancel()  # not counted: it is not _scheduled
+    assert loop._timer_cancelled_count == 0
+    h1.cancel()
+    assert loop._timer_cancelled_count == 1
+    run_once(loop)  # pops h1 (cancelled, head), then the bad one, comparing nothing
+    assert loop._scheduled == []
+
+
+def test_timer_handle_comparisons(loop):
+    import decimal
+
+    now = loop.time()
+    a = loop.call_at(now + 100, noop)
+    b = loop.call_at(now + 200, noop)
+    c = loop.call_at(now + 100, noop)
+    d = loop.call_at(decimal.Decimal(10 ** 9), noop)
+    e = loop.call_at(10 ** 9, noop)
+    n1 = loop.call_at(NAN, noop)
+    assert a < b and b > a and a <= c and c >= a and a == c and not (a != c)
+    assert not (a < c) and not (b <= a)
+    assert (d < a) is False and (a < d) is True and d == e and d <= e and d >= e
+    assert not (n1 < a) and not (a < n1) and not (n1 == n1) and n1 != n1
+    assert a.__lt__(1) is NotImplemented and a.__eq__("x") is NotImplemented
+    with pytest.raises(TypeError):
+        a < 1
+    c.cancel()
+    assert a != c  # _cancelled differs
+    for h in (a, b, c, d, e, n1):
+        h.cancel()
+    run_once(loop)
+
+
+def test_timer_handle_direct_construction(loop):
+    import decimal
+
+    cls = type(loop.call_later(0, noop))
+    h = cls(decimal.Decimal(5), noop, (), loop)
+    assert h.when() == decimal.Decimal(5) and type(h.when()) is decimal.Decimal
+    assert "when=5" in repr(h)
+    if PY >= (3, 11):
+        h = cls(None, noop, (), loop)
+        assert h.when() is None and "when=None" in repr(h)
+    else:
+        with pytest.raises(AssertionError):
+            cls(None, noop, (), loop)
+    run_once(loop)
+
+
+# ---------------------------------------------------------------------------
+# values stored as given
+
+
+@pytest.mark.parametrize("value", ["yes", 0, 1, "", None, [1]])
+def test_set_debug_stores_value_as_given(loop, value):
+    loop.set_debug(value)
+    assert loop.get_debug() is value or loop.get_debug() == value
+    assert type(loop.get_debug()) is type(value) and type(loop._debug) is type(value)
+    out = []
+    loop.call_soon(out.append, 1)
+    run_once(loop)
+    assert out == [1]
+    loop.set_debug(False)
+    assert loop.get_debug() is False
+
+
+@pytest.mark.parametrize("attr", ["_stopping", "_closed", "_debug"])
+@pytest.mark.parametrize("value", ["x", 0, 1, "", None])
+def test_private_flags_store_value_as_given(loop, attr, value):
+    old = getattr(loop, attr)
+    setattr(loop, attr, value)
+    got = getattr(loop, attr)
+    assert got == value and type(got) is type(value)
+    setattr(loop, attr, old)
+    assert getattr(loop, attr) is old
+
+
+def test_truthy_stopping_value_stops_after_one_iteration(loop):
+    out = []
+    loop.call_soon(out.append, 1)
+    loop._stopping = "yes"
+    loop.run_forever()
+    assert out == [1] and loop._stopping is False
+
+
+def test_timer_cancelled_count_as_given(loop):
+    loop._timer_cancelled_count = -1
+    assert loop._timer_cancelled_count == -1
+    h = loop.call_later(1000, noop)
+    h.cancel()
+    assert loop._timer_cancelled_count == 0
+    run_once(loop)  # the cancelled head is popped: -1 again
+    assert loop._timer_cancelled_count == -1
+    loop._timer_cancelled_count = 0
+
+
+def test_clock_resolution_as_given(loop):
+    import decimal
+    import fractions
+
+    out = []
+    for res in (1, fractions.Fraction(1, 2), True):
+        loop._clock_resolution = res
+        assert loop._clock_resolution is res
+        # A timer due within the resolution fires now (`when < time() + resolution`).
+        loop.call_at(loop.time() + 0.3, out.append, res)
+        run_once(loop)
+        assert out[-1:] == [res]
+    loop._clock_resolution = decimal.Decimal(0)  # float + Decimal: every _run_once fails
+    with pytest.raises(TypeError, match=exact(
+            "unsupported operand type(s) for +: 'float' and 'decimal.Decimal'")):
+        run_once(loop)
+    loop._clock_resolution = time.get_clock_info("monotonic").resolution
+    run_once(loop)
+
+
+def test_slow_callback_duration_of_other_number_types(loop, caplog):
+    import decimal
+    import fractions
+
+    loop.set_debug(True)
+    for limit in (fractions.Fraction(0), 0, False, decimal.Decimal(0)):
+        loop.slow_callback_duration = limit
+        with caplog.at_level(logging.WARNING, logger="asyncio"):
+            loop.call_soon(noop)
+            run_once(loop)
+        assert any("Executing" in r.getMessage() for r in caplog.records), limit
+        caplog.clear()
+    # An object a float cannot be compared with: asyncio's TypeError out of run_forever.
+    loop.slow_callback_duration = "0"
+    loop.call_soon(noop)
+    with pytest.raises(TypeError, match=exact(
+            "'>=' not supported between instances of 'float' and 'str'")):
+        run_once(loop)
+    loop.slow_callback_duration = 0.1
+    loop.set_debug(False)
+
+
+# ---------------------------------------------------------------------------
+# a context= that is not a contextvars.Context
+
+
+def _schedule_with_context(loop, how, ctx, cb, *args):
+    if how == "call_soon":
+        return loop.call_soon(cb, *args, context=ctx)
+    if how == "call_soon_threadsafe":
+        return loop.call_soon_threadsafe(cb, *args, context=ctx)
+    if how == "call_later":
+        return loop.call_later(0, cb, *args, context=ctx)
+    return loop.call_at(loop.time() - 1, cb, *args, context=ctx)
+
+
+@pytest.mark.parametrize("how", ["call_soon", "call_soon_threadsafe", "call_later", "call_at"])
+def test_context_not_a_context_reports_attribute_error(loop, exc_handler_calls, how):
+    out = []
+    h = _schedule_with_context(loop, how, 1, out.append, "x")
+    assert h._context == 1
+    run_once(loop)
+    assert out == []
+    assert len(exc_handler_calls) == 1
+    ctx = exc_handler_calls[0][1]
+    exc = ctx["exception"]
+    assert type(exc) is AttributeError
+    assert str(exc) == "'int' object has no attribute 'run'"
+    assert ctx["message"].startswith("Exception in callback ")
+    assert ctx["handle"] is h
+    exc_handler_calls.clear()
+
+
+@pytest.mark.parametrize("how", ["call_soon", "call_later"])
+def test_context_object_with_run_is_called(loop, how):
+    calls = []
+
+    class FakeContext:
+        def run(self, cb, *args):
+            calls.append(args)
+            return cb(*args)
+
+    out = []
+    _schedule_with_context(loop, how, FakeContext(), out.append, "x")
+    run_once(loop)
+    assert calls == [("x",)] and out == ["x"]
 
 
 def test_time_agrees_with_monotonic(loop):

@@ -56,6 +56,8 @@ _COMMON = {
     "DATAGRAM_EMPTY_RETURNS": True,
     "DATAGRAM_HEADER_ON_QUEUE": 0,
     "DATAGRAM_HEADER_ON_SEND": 0,
+    "RUN_ONCE_TIMEOUT_IF_ELIF": False,
+    "TIMER_HANDLE_ASSERTS_WHEN": False,
 }
 
 _BEFORE_311 = {
@@ -67,6 +69,7 @@ _BEFORE_311 = {
     "DATAGRAM_COUNTS_SIZE": False,
     "DATAGRAM_CAN_PAUSE": False,
     "PIPE_READ_IS_READING": False,
+    "TIMER_HANDLE_ASSERTS_WHEN": True,
 }
 
 EXPECTED = {
@@ -87,6 +90,7 @@ EXPECTED = {
         **_COMMON,
         "ASYNCIO_RUN_LOOP_FACTORY": True,
         "RUN_FOREVER_SETUP": True,
+        "RUN_ONCE_TIMEOUT_IF_ELIF": True,
         "FORMAT_CALLBACK_TAKES_DEBUG": True,
         "ATTACH_TAKES_TRANSPORT": True,
         "SSL_ENSURE_FD": True,
@@ -172,7 +176,8 @@ def test_rust_reads_the_same_flags():
         pytest.skip("no test hooks (an installed wheel); test_native requires them in a dev build")
     flags = _oxloop._compat_flags_for_test()
     assert flags == {name: getattr(_compat, name) for name in flags}
-    assert set(flags) == {"CALL_LATER_REJECTS_NONE", "CALL_AT_REJECTS_NONE", "STREAM_OWN_WRITELINES"}
+    assert set(flags) == {"CALL_LATER_REJECTS_NONE", "CALL_AT_REJECTS_NONE", "STREAM_OWN_WRITELINES",
+                          "RUN_ONCE_TIMEOUT_IF_ELIF", "TIMER_HANDLE_ASSERTS_WHEN"}
 
 
 def test_rules_agree_with_asyncio_behaviour():
@@ -213,7 +218,7 @@ def test_no_other_python_module_probes_asyncio():
 
 # version_info() checks of the native code still to be switched to compat.rs (in files edited
 # elsewhere when compat.rs was added). The count may only go down; empty it when they are gone.
-_RUST_PENDING = {"base_events.rs": 2}
+_RUST_PENDING = {}
 
 
 def test_rust_version_checks_only_where_pending():
@@ -420,3 +425,20 @@ def test_import_fails_naming_the_rule(patch, rule):
     first, _, message = out.stdout.partition("\n")
     assert first == f"CompatError {rule}", out.stdout
     assert rule in message and "asyncio" in message
+
+
+def test_run_once_timeout_probe_refuses_unknown_code():
+    def _run_once(self):
+        timeout = 0  # neither of asyncio's two forms
+    with pytest.raises(CompatError) as err:
+        _compat.probe_run_once_timeout(_run_once)
+    assert _rule(err) == "RUN_ONCE_TIMEOUT_IF_ELIF"
+
+
+def test_timer_handle_probe_refuses_unknown_code():
+    class TimerHandle:
+        def __init__(self, deadline, callback, args, loop):
+            pass
+    with pytest.raises(CompatError) as err:
+        _compat.probe_timer_handle_asserts_when(TimerHandle)
+    assert _rule(err) == "TIMER_HANDLE_ASSERTS_WHEN"

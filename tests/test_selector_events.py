@@ -762,6 +762,16 @@ def test_sock_recv_data_already_there(loop, run, pair):
     assert run(loop, loop.sock_recv(a, 100)) == b"ready"
 
 
+def test_sock_recv_size_the_allocator_refuses(loop, run, pair):
+    # CPython's recv allocates the result first: MemoryError (oxloop once aborted the
+    # process: an infallible allocation of the caller's size).
+    a, b = pair
+    b.send(b"data")
+    with pytest.raises(MemoryError):
+        run(loop, loop.sock_recv(a, 2 ** 62))
+    assert run(loop, loop.sock_recv(a, 100)) == b"data"
+
+
 def test_sock_recv_eof(loop, run, pair):
     a, b = pair
     b.shutdown(socket.SHUT_WR)

@@ -34,6 +34,8 @@ __all__ = (
     "RUN_FOREVER_SETUP",
     "CALL_LATER_REJECTS_NONE",
     "CALL_AT_REJECTS_NONE",
+    "RUN_ONCE_TIMEOUT_IF_ELIF",
+    "TIMER_HANDLE_ASSERTS_WHEN",
     "FORMAT_CALLBACK_TAKES_DEBUG",
     "ATTACH_TAKES_TRANSPORT",
     "ACCEPT_TIMEOUT_DEFAULTS",
@@ -165,6 +167,44 @@ CALL_LATER_REJECTS_NONE = probe_rejects_none(
 CALL_AT_REJECTS_NONE = probe_rejects_none(
     "CALL_AT_REJECTS_NONE", base_events.BaseEventLoop.call_at, "when cannot be None"
 )
+
+def probe_run_once_timeout(func):
+    """How asyncio's ``_run_once`` bounds the wait before the first timer: 3.9-3.12
+    ``min(max(0, when - self.time()), MAXIMUM_SELECT_TIMEOUT)`` (NaN gives 0), 3.13+
+    ``timeout = self._scheduled[0]._when - self.time()`` clamped with ``if``/``elif`` (NaN reaches the selector).
+    True for the latter."""
+    rule = "RUN_ONCE_TIMEOUT_IF_ELIF"
+    src = source_of(rule, func)
+    minmax = "min(max(0, when - self.time()), MAXIMUM_SELECT_TIMEOUT)" in src
+    ifelif = re.search(
+        r"timeout = (?:when|self\._scheduled\[0\]\._when) - self\.time\(\)\s*\n"
+        r"\s*if timeout > MAXIMUM_SELECT_TIMEOUT:"
+        r"[\s\S]{0,120}?elif timeout < 0:", src) is not None
+    if minmax == ifelif:
+        raise CompatError(rule, _where(func), "neither min(max(0, ...)) nor the if/elif clamp "
+                          "of the timeout is there" if not minmax else "both timeout forms found")
+    return ifelif
+
+
+#: ``_run_once`` clamps the selector timeout with ``if``/``elif`` (3.13+), so a NaN deadline at
+#: the head of the heap reaches the selector (which raises ValueError); before, ``max(0, nan)``
+#: is 0 and the timer is simply due.
+RUN_ONCE_TIMEOUT_IF_ELIF = probe_run_once_timeout(base_events.BaseEventLoop._run_once)
+
+
+def probe_timer_handle_asserts_when(cls):
+    """Whether ``TimerHandle.__init__`` starts with ``assert when is not None`` (3.9/3.10)."""
+    rule = "TIMER_HANDLE_ASSERTS_WHEN"
+    src = source_of(rule, cls.__init__)
+    if "when" not in src:
+        raise CompatError(rule, _where(cls.__init__), "it does not take a `when`")
+    return "assert when is not None" in src
+
+
+#: ``TimerHandle(None, ...)`` fails its ``assert when is not None`` (3.9/3.10); later versions
+#: take it (``call_at`` rejects None itself from 3.11).
+TIMER_HANDLE_ASSERTS_WHEN = probe_timer_handle_asserts_when(events.TimerHandle)
+
 
 #: ``format_helpers._format_callback_source(func, args, *, debug=False)`` (3.13+: the source
 #: location only in debug mode); before, ``(func, args)``.

@@ -44,9 +44,9 @@ def handle_repr(handle):
     if tb:
         frame = tb[-1]
         info.append(f"created at {frame[0]}:{frame[1]}")
-    when = getattr(handle, "_when", None)
-    if when is not None:
-        info.insert(2 if handle._cancelled else 1, f"when={when}")
+    if hasattr(type(handle), "_when"):
+        # TimerHandle: asyncio shows `_when` as given (also None, or an int).
+        info.insert(2 if handle._cancelled else 1, f"when={handle._when}")
     return "<{}>".format(" ".join(info))
 
 

@@ -12,26 +12,27 @@
 //! are dropped only after the borrow ends.
 
 use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use oxloop_core::clock;
-use oxloop_core::selector::{Event, Selector};
+use oxloop_core::selector::{Event, Selector, SelectorKind};
 use oxloop_core::timers::TimerHeap;
 use oxloop_core::waker::Waker;
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyTuple};
+use pyo3::types::{PyBool, PyFloat, PyInt, PyList, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::errors::to_pyerr;
-use crate::handles::{copy_context, run_handle, Handle, TimerHandle};
+use crate::handles::{copy_context, run_handle, when_object, Handle, TimerHandle, When};
 use crate::helpers;
 use crate::selector_events::{self, IoEntry, WAKER_TOKEN};
 
-/// asyncio's `MAXIMUM_SELECT_TIMEOUT`: 24 hours.
-const MAXIMUM_SELECT_TIMEOUT: f64 = 24.0 * 3600.0;
+/// asyncio's `MAXIMUM_SELECT_TIMEOUT`: 24 hours (the int `24 * 3600`).
+const MAXIMUM_SELECT_TIMEOUT: i64 = 24 * 3600;
 /// asyncio's `_MIN_SCHEDULED_TIMER_HANDLES` and `_MIN_CANCELLED_TIMER_HANDLES_FRACTION`.
 const MIN_SCHEDULED_TIMER_HANDLES: usize = 100;
 const MIN_CANCELLED_TIMER_HANDLES_FRACTION: f64 = 0.5;
@@ -80,13 +81,150 @@ impl Poller {
     }
 }
 
+/// One entry of the timer heap: asyncio's `TimerHandle` in `loop._scheduled`.
+pub(crate) struct Timer {
+    /// The deadline when it is an exact float (`obj` is None); unused otherwise.
+    when: f64,
+    /// The deadline when it is any other object (compared with Python's `<`).
+    obj: Option<Py<PyAny>>,
+    handle: Py<Handle>,
+}
+
+/// `a < b` for two timers with float deadlines: `TimerHandle.__lt__` on floats (NaN: false).
+#[inline]
+fn float_lt(a: &Timer, b: &Timer) -> Result<bool, Infallible> {
+    Ok(a.when < b.when)
+}
+
+/// `a < b` as `TimerHandle.__lt__` answers it: `a._when < b._when`, natively for two floats,
+/// with Python's operator otherwise (which may run Python code and fail).
+fn timer_lt(py: Python<'_>, a: &Timer, b: &Timer) -> PyResult<bool> {
+    if a.obj.is_none() && b.obj.is_none() {
+        return Ok(a.when < b.when);
+    }
+    when_object(py, a.when, a.obj.as_ref()).lt(when_object(py, b.when, b.obj.as_ref()))
+}
+
+/// The `timeout` `_run_once` hands the selector, as the Python value asyncio computes:
+/// `0` (an int) when callbacks are ready, else `min(max(0, when - time()), 86400)` (3.9-3.12)
+/// or `when - time()` clamped by `if t > 86400: ... elif t < 0: ...` (3.13+, where a NaN
+/// stays NaN and the selector raises ValueError).
+enum SelectTimeout {
+    Block,
+    Int(i64),
+    Float(f64),
+    Obj(Py<PyAny>),
+}
+
+impl SelectTimeout {
+    /// `min(max(0, when - now), MAXIMUM_SELECT_TIMEOUT)` for a float deadline, with Python's
+    /// `max`/`min` (a NaN difference gives the int 0; +inf the int 86400).
+    fn of_float(when: f64, now: f64, clamp_313: bool) -> SelectTimeout {
+        let d = when - now;
+        if clamp_313 {
+            return if d > MAXIMUM_SELECT_TIMEOUT as f64 {
+                SelectTimeout::Int(MAXIMUM_SELECT_TIMEOUT)
+            } else if d < 0.0 {
+                SelectTimeout::Int(0)
+            } else {
+                SelectTimeout::Float(d)
+            };
+        }
+        // max(0, d): d if d > 0 else 0; min(m, 86400): 86400 if 86400 < m else m.
+        if d > 0.0 {
+            if (MAXIMUM_SELECT_TIMEOUT as f64) < d {
+                SelectTimeout::Int(MAXIMUM_SELECT_TIMEOUT)
+            } else {
+                SelectTimeout::Float(d)
+            }
+        } else {
+            SelectTimeout::Int(0)
+        }
+    }
+
+    /// The same with Python's operators, for a deadline that is not a float.
+    fn of_object(
+        py: Python<'_>,
+        when: &Bound<'_, PyAny>,
+        now: f64,
+        clamp_313: bool,
+    ) -> PyResult<SelectTimeout> {
+        let d = when.sub(PyFloat::new(py, now))?;
+        let zero = 0i64.into_pyobject(py)?.into_any();
+        let max = MAXIMUM_SELECT_TIMEOUT.into_pyobject(py)?.into_any();
+        if clamp_313 {
+            let t = if d.gt(&max)? {
+                max
+            } else if d.lt(&zero)? {
+                zero
+            } else {
+                d
+            };
+            return Ok(SelectTimeout::Obj(t.unbind()));
+        }
+        // builtins.max(0, d): RichCompareBool(d, 0, Py_GT); min(m, 86400): (86400, m, Py_LT).
+        let m = if d.gt(&zero)? { d } else { zero };
+        let t = if max.lt(&m)? { max } else { m };
+        Ok(SelectTimeout::Obj(t.unbind()))
+    }
+
+    fn is_zero(&self) -> bool {
+        matches!(self, SelectTimeout::Int(0))
+    }
+
+    /// For a native selector: a duration that is never negative or out of range. A NaN (3.13+)
+    /// raises the ValueError of the Python selector of that kind (`math.ceil(timeout * 1e3)`
+    /// in EpollSelector/PollSelector, `select.select`'s / `kqueue.control`'s own check).
+    fn duration(&self, py: Python<'_>, kind: SelectorKind) -> PyResult<Option<Duration>> {
+        let secs = match self {
+            SelectTimeout::Block => return Ok(None),
+            SelectTimeout::Int(n) => *n as f64,
+            SelectTimeout::Float(f) => *f,
+            SelectTimeout::Obj(o) => o.bind(py).extract::<f64>()?,
+        };
+        if secs.is_nan() {
+            return Err(PyValueError::new_err(match kind {
+                SelectorKind::Epoll | SelectorKind::Poll => "cannot convert float NaN to integer",
+                _ => "Invalid value NaN (not a number)",
+            }));
+        }
+        Ok(Some(secs_to_duration(secs)))
+    }
+
+    /// For a Python selector: the value asyncio would pass.
+    fn to_object(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(match self {
+            SelectTimeout::Block => py.None(),
+            SelectTimeout::Int(n) => n.into_pyobject(py)?.into_any().unbind(),
+            SelectTimeout::Float(f) => PyFloat::new(py, *f).into_any().unbind(),
+            SelectTimeout::Obj(o) => o.clone_ref(py),
+        })
+    }
+}
+
+/// Seconds as a select timeout: NaN and negatives are 0, anything above
+/// `MAXIMUM_SELECT_TIMEOUT` is that (a conversion that cannot panic).
+pub(crate) fn secs_to_duration(secs: f64) -> Duration {
+    if secs > 0.0 {
+        Duration::from_secs_f64(secs.min(MAXIMUM_SELECT_TIMEOUT as f64))
+    } else {
+        Duration::ZERO
+    }
+}
+
 #[pyclass(subclass, dict, weakref, module = "oxloop._oxloop")]
 pub struct LoopCore {
     /// Ready callbacks: oxloop `Handle`s, or any object with `_run()`/`_cancelled` (asyncio's
     /// own `Handle`, e.g. from `add_signal_handler`).
     pub(crate) ready: VecDeque<Py<PyAny>>,
-    pub(crate) timers: TimerHeap<Py<Handle>>,
-    pub(crate) timer_cancelled_count: usize,
+    /// asyncio's `_scheduled`: heapq's list, in heapq's order.
+    pub(crate) timers: TimerHeap<Timer>,
+    /// How many timers in `timers` have a deadline that is not a float. While there is none,
+    /// every heap operation compares floats with the loop borrowed; otherwise the heap is
+    /// taken out of the loop for the operation (Python comparisons run Python code).
+    pub(crate) slow_timers: usize,
+    /// asyncio's `_timer_cancelled_count` (an int it may set to anything).
+    pub(crate) timer_cancelled_count: i64,
     /// Native fd watchers, keyed by fd (the fd is also the selector token: entries are
     /// deregistered before removal and events are consumed in the same iteration they are
     /// read, so a stale event can never reach a reused fd).
@@ -96,8 +234,20 @@ pub struct LoopCore {
     pub(crate) waker: Option<Arc<Waker>>,
     pub(crate) stopping: bool,
     pub(crate) closed: bool,
+    /// `_stopping` / `_closed` as set when not exactly True/False (asyncio stores any value).
+    stopping_obj: Option<Py<PyAny>>,
+    closed_obj: Option<Py<PyAny>>,
+    /// Whether `_debug` is true (asyncio: `if self._debug:`).
     pub(crate) debug: bool,
+    /// `_debug` as it was set when it is not exactly True/False (asyncio stores the value
+    /// `set_debug` is given; `get_debug()` returns it).
+    pub(crate) debug_obj: Option<Py<PyAny>>,
     pub(crate) clock_resolution: f64,
+    /// `_clock_resolution` as set when it is not a float (`end_time` is then computed with
+    /// Python's `+`).
+    clock_resolution_obj: Option<Py<PyAny>>,
+    /// Python 3.13+'s `_run_once` timeout rule (see [`SelectTimeout`]).
+    timeout_313: bool,
     /// Reusable receive buffer of the native sock_recv.
     pub(crate) recv_buf: Vec<u8>,
     /// The last sockname / peer host a native transport stored: equal ones share it.
@@ -107,6 +257,23 @@ pub struct LoopCore {
     pub(crate) self_pipe: Option<RawFd>,
     /// Signal handlers are installed (the self-pipe is then the signal wakeup fd).
     pub(crate) signals: bool,
+}
+
+/// A flag attribute asyncio stores as given: the object when it is not exactly True/False.
+fn flag_value(py: Python<'_>, value: bool, obj: Option<&Py<PyAny>>) -> Py<PyAny> {
+    match obj {
+        Some(o) => o.clone_ref(py),
+        None => PyBool::new(py, value).to_owned().into_any().unbind(),
+    }
+}
+
+/// `(truthiness, the object unless exactly True/False)` of a value set on a flag attribute.
+/// The truthiness is taken once, when it is set (asyncio's `if self._flag:` takes it each time).
+fn flag_of(value: &Bound<'_, PyAny>) -> PyResult<(bool, Option<Py<PyAny>>)> {
+    Ok(match value.cast_exact::<PyBool>() {
+        Ok(b) => (b.is_true(), None),
+        Err(_) => (value.is_truthy()?, Some(value.clone().unbind())),
+    })
 }
 
 pub(crate) fn closed_error() -> PyErr {
@@ -128,7 +295,10 @@ pub(crate) fn timer_handle_cancelled(
 ) -> PyResult<()> {
     if let Ok(core) = loop_.cast::<LoopCore>() {
         if handle.borrow().scheduled {
-            core.borrow_mut().timer_cancelled_count += 1;
+            {
+                let mut core = core.borrow_mut();
+                core.timer_cancelled_count = core.timer_cancelled_count.saturating_add(1);
+            }
         }
         return Ok(());
     }
@@ -165,7 +335,7 @@ impl LoopCore {
         callback: Py<PyAny>,
         args: Py<PyTuple>,
         context: Option<Py<PyAny>>,
-        when: Option<f64>,
+        when: Option<&When>,
         debug: bool,
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
@@ -180,9 +350,14 @@ impl LoopCore {
         match when {
             None => Py::new(py, h),
             Some(w) => {
-                h.when = w;
-                h.scheduled = true;
-                let init = PyClassInitializer::from(h).add_subclass(TimerHandle);
+                let when_obj = match w {
+                    When::Float(f) => {
+                        h.when = *f;
+                        None
+                    }
+                    When::Obj(o) => Some(o.clone_ref(py)),
+                };
+                let init = PyClassInitializer::from(h).add_subclass(TimerHandle { when_obj });
                 let t = Py::new(py, init)?.into_bound(py).into_any();
                 // SAFETY: a TimerHandle is a Handle (`extends = Handle`): no type check needed.
                 Ok(unsafe { t.cast_into_unchecked::<Handle>() }.unbind())
@@ -204,10 +379,11 @@ impl LoopCore {
         Ok(())
     }
 
-    /// `call_at` once `when` is known: the closed check, the debug checks, the timer.
+    /// `call_at` once `when` is known: the closed check, the debug checks, the timer, the
+    /// heappush (`timer._scheduled = True` only once that succeeded, as asyncio).
     fn schedule_at(
         slf: &Bound<'_, Self>,
-        when: f64,
+        when: When,
         callback: Py<PyAny>,
         args: Py<PyTuple>,
         context: Option<Py<PyAny>>,
@@ -222,78 +398,282 @@ impl LoopCore {
         if debug {
             Self::debug_checks(slf, &callback, "call_at", true)?;
         }
-        let h = Self::new_handle(slf, callback, args, context, Some(when), debug)?;
+        let h = Self::new_handle(slf, callback, args, context, Some(&when), debug)?;
         let py = slf.py();
-        slf.borrow_mut().timers.push(when, h.clone_ref(py));
+        let timer = match when {
+            When::Float(w) => Timer {
+                when: w,
+                obj: None,
+                handle: h.clone_ref(py),
+            },
+            When::Obj(o) => Timer {
+                when: f64::NAN,
+                obj: Some(o),
+                handle: h.clone_ref(py),
+            },
+        };
+        Self::push_timer(slf, timer)?;
+        h.borrow_mut(py).scheduled = true;
         Ok(h)
     }
 
-    /// Removes cancelled timers as asyncio does: all of them when they are many, else only
-    /// those at the head of the heap. Returns what was removed, to be dropped unborrowed.
-    fn compact_timers(&mut self, py: Python<'_>) -> Vec<Py<Handle>> {
-        let mut removed = Vec::new();
-        let count = self.timers.len();
-        if count > MIN_SCHEDULED_TIMER_HANDLES
-            && (self.timer_cancelled_count as f64) / (count as f64)
-                > MIN_CANCELLED_TIMER_HANDLES_FRACTION
-        {
-            self.timers.retain(|h| {
-                let cancelled = h.borrow(py).cancelled;
-                if cancelled {
-                    removed.push(h.clone_ref(py));
-                }
-                !cancelled
-            });
-            for h in &removed {
-                h.borrow_mut(py).scheduled = false;
-            }
-            self.timer_cancelled_count = 0;
-        } else {
-            while let Some(h) = self.timers.peek() {
-                if !h.borrow(py).cancelled {
-                    break;
-                }
-                let (_, h) = self.timers.pop().expect("peeked");
-                h.borrow_mut(py).scheduled = false;
-                self.timer_cancelled_count = self.timer_cancelled_count.saturating_sub(1);
-                removed.push(h);
+    /// Runs `f` on the timer heap taken out of the loop, with the loop not borrowed (for heap
+    /// operations that compare in Python). Timers that Python code scheduled meanwhile went to
+    /// the loop's (then empty) heap; they are pushed onto the real one afterwards.
+    fn with_heap<R>(slf: &Bound<'_, Self>, f: impl FnOnce(&mut TimerHeap<Timer>) -> R) -> R {
+        let py = slf.py();
+        let mut heap = std::mem::take(&mut slf.borrow_mut().timers);
+        let r = f(&mut heap);
+        let meanwhile = std::mem::replace(&mut slf.borrow_mut().timers, heap).drain();
+        for t in meanwhile {
+            if let Err(e) = Self::push_timer(slf, t) {
+                e.write_unraisable(py, None);
             }
         }
-        removed
+        r
+    }
+
+    /// `heapq.heappush(self._scheduled, timer)`.
+    fn push_timer(slf: &Bound<'_, Self>, timer: Timer) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let mut me = slf.borrow_mut();
+            if timer.obj.is_some() {
+                me.slow_timers += 1;
+            } else if me.slow_timers == 0 {
+                let Ok(()) = me.timers.push(timer, float_lt);
+                return Ok(());
+            }
+        }
+        Self::with_heap(slf, |heap| heap.push(timer, |a, b| timer_lt(py, a, b)))
+    }
+
+    /// `heapq.heappop(self._scheduled)` (the loop must not be borrowed).
+    fn pop_timer(slf: &Bound<'_, Self>) -> PyResult<Option<Timer>> {
+        let py = slf.py();
+        let root_slow = {
+            let mut me = slf.borrow_mut();
+            if me.slow_timers == 0 {
+                let Ok(t) = me.timers.pop(float_lt);
+                return Ok(t);
+            }
+            me.timers.peek().is_some_and(|t| t.obj.is_some())
+        };
+        let r = Self::with_heap(slf, |heap| heap.pop(|a, b| timer_lt(py, a, b)));
+        if root_slow {
+            // Popped, or dropped by a failed sift: either way it left the heap.
+            let mut me = slf.borrow_mut();
+            me.slow_timers = me.slow_timers.saturating_sub(1);
+        }
+        r
+    }
+
+    /// The first step of `_run_once`: removes cancelled timers as asyncio does, all of them
+    /// (then `heapify`) when they are many, else those at the head of the heap.
+    fn compact_timers(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (rebuild, slow) = {
+            let me = slf.borrow();
+            let count = me.timers.len();
+            (
+                count > MIN_SCHEDULED_TIMER_HANDLES
+                    && (me.timer_cancelled_count as f64) / (count as f64)
+                        > MIN_CANCELLED_TIMER_HANDLES_FRACTION,
+                me.slow_timers > 0,
+            )
+        };
+        if rebuild {
+            let mut removed: Vec<Py<Handle>> = Vec::new();
+            // asyncio builds a new list and assigns it only once heapify succeeded: keep the
+            // old one when a Python comparison may fail.
+            let old: Option<Vec<Timer>> = slow.then(|| {
+                slf.borrow()
+                    .timers
+                    .iter()
+                    .map(|t| Timer {
+                        when: t.when,
+                        obj: t.obj.as_ref().map(|o| o.clone_ref(py)),
+                        handle: t.handle.clone_ref(py),
+                    })
+                    .collect()
+            });
+            {
+                let mut me = slf.borrow_mut();
+                let mut slow_removed = 0;
+                me.timers.retain(|t| {
+                    let cancelled = t.handle.borrow(py).cancelled;
+                    if cancelled {
+                        // A second reference: the entry dropped here is never the last one.
+                        removed.push(t.handle.clone_ref(py));
+                        slow_removed += usize::from(t.obj.is_some());
+                    }
+                    !cancelled
+                });
+                me.slow_timers -= slow_removed;
+                for h in &removed {
+                    h.borrow_mut(py).scheduled = false;
+                }
+                if !slow || me.slow_timers == 0 {
+                    let Ok(()) = me.timers.heapify(float_lt);
+                    me.timer_cancelled_count = 0;
+                }
+            }
+            if slow && slf.borrow().slow_timers > 0 {
+                let res = Self::with_heap(slf, |heap| heap.heapify(|a, b| timer_lt(py, a, b)));
+                let mut me = slf.borrow_mut();
+                match res {
+                    Ok(()) => me.timer_cancelled_count = 0,
+                    Err(e) => {
+                        let old = old.unwrap_or_default();
+                        me.slow_timers = old.iter().filter(|t| t.obj.is_some()).count();
+                        let partial = std::mem::replace(&mut me.timers, TimerHeap::new());
+                        for t in old {
+                            let Ok(()) = me.timers.push(t, |_, _| Ok::<bool, Infallible>(false));
+                        }
+                        drop(me);
+                        drop((partial, removed));
+                        return Err(e);
+                    }
+                }
+            }
+            drop(old);
+            drop(removed);
+            return Ok(());
+        }
+        // Remove cancelled timers from the head of the heap.
+        loop {
+            {
+                let mut me = slf.borrow_mut();
+                match me.timers.peek() {
+                    Some(t) if t.handle.borrow(py).cancelled => {}
+                    _ => return Ok(()),
+                }
+                me.timer_cancelled_count = me.timer_cancelled_count.saturating_sub(1);
+            }
+            if let Some(t) = Self::pop_timer(slf)? {
+                t.handle.borrow_mut(py).scheduled = false;
+                drop(t);
+            }
+        }
+    }
+
+    /// The timeout of `_run_once`'s select (the loop must not be borrowed).
+    fn select_timeout(slf: &Bound<'_, Self>) -> PyResult<SelectTimeout> {
+        let py = slf.py();
+        let (head, clamp_313) = {
+            let me = slf.borrow();
+            if !me.ready.is_empty() || me.stopping {
+                return Ok(SelectTimeout::Int(0));
+            }
+            match me.timers.peek() {
+                None => return Ok(SelectTimeout::Block),
+                Some(t) => match &t.obj {
+                    None => {
+                        let now = clock::monotonic();
+                        return Ok(SelectTimeout::of_float(t.when, now, me.timeout_313));
+                    }
+                    Some(o) => (o.clone_ref(py), me.timeout_313),
+                },
+            }
+        };
+        SelectTimeout::of_object(py, head.bind(py), clock::monotonic(), clamp_313)
+    }
+
+    /// Moves the due timers to the ready queue (asyncio: until `handle._when >= end_time`,
+    /// `end_time = time() + clock_resolution`).
+    fn queue_due_timers(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (end_time, resolution) = {
+            let mut me = slf.borrow_mut();
+            match &me.clock_resolution_obj {
+                // A `_clock_resolution` that is not a float: `time() + it` with Python's `+`
+                // (asyncio computes it even when no timer is scheduled).
+                Some(r) => (f64::NAN, Some(r.clone_ref(py))),
+                None => {
+                    if me.timers.is_empty() {
+                        return Ok(());
+                    }
+                    let end_time = clock::monotonic() + me.clock_resolution;
+                    if me.slow_timers == 0 {
+                        while let Some(t) = me.timers.peek() {
+                            if t.when >= end_time {
+                                return Ok(());
+                            }
+                            let Ok(Some(t)) = me.timers.pop(float_lt) else {
+                                return Ok(());
+                            };
+                            t.handle.borrow_mut(py).scheduled = false;
+                            me.ready.push_back(t.handle.into_any());
+                        }
+                        return Ok(());
+                    }
+                    (end_time, None)
+                }
+            }
+        };
+        // `end_time` as a Python object when it is not a float (else compared natively).
+        let (end_time, end) = match resolution {
+            None => (end_time, PyFloat::new(py, end_time).into_any()),
+            Some(r) => {
+                let end = PyFloat::new(py, clock::monotonic()).add(r)?;
+                match end.cast_exact::<PyFloat>() {
+                    Ok(f) => (f.value(), end),
+                    Err(_) => (f64::NAN, end),
+                }
+            }
+        };
+        let end_is_float = end.is_exact_instance_of::<PyFloat>();
+        loop {
+            // `if handle._when >= end_time: break`
+            let head = {
+                let me = slf.borrow();
+                match me.timers.peek() {
+                    None => return Ok(()),
+                    Some(t) => match &t.obj {
+                        None if end_is_float => {
+                            if t.when >= end_time {
+                                return Ok(());
+                            }
+                            None
+                        }
+                        _ => Some(when_object(py, t.when, t.obj.as_ref()).unbind()),
+                    },
+                }
+            };
+            if let Some(when) = head {
+                if when.bind(py).ge(&end)? {
+                    return Ok(());
+                }
+            }
+            if let Some(t) = Self::pop_timer(slf)? {
+                t.handle.borrow_mut(py).scheduled = false;
+                slf.borrow_mut().ready.push_back(t.handle.into_any());
+            }
+        }
     }
 
     /// One iteration of the event loop (asyncio's `BaseEventLoop._run_once`).
     pub(crate) fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let (timeout, poller, removed) = {
-            let mut me = slf.borrow_mut();
-            let removed = if me.timers.is_empty() {
-                Vec::new()
-            } else {
-                me.compact_timers(py)
-            };
-            let timeout = if !me.ready.is_empty() || me.stopping {
-                Some(0.0)
-            } else {
-                me.timers
-                    .peek_when()
-                    .map(|when| (when - clock::monotonic()).clamp(0.0, MAXIMUM_SELECT_TIMEOUT))
-            };
-            let poller = match &me.poller {
-                Some(_) if timeout == Some(0.0) && me.poll_is_futile() => None,
+        if !slf.borrow().timers.is_empty() {
+            Self::compact_timers(slf)?;
+        }
+        let timeout = Self::select_timeout(slf)?;
+        let poller = {
+            let me = slf.borrow();
+            match &me.poller {
+                Some(_) if timeout.is_zero() && me.poll_is_futile() => None,
                 Some(p) => Some(p.clone_ref(py)),
                 None => return Err(closed_error()),
-            };
-            (timeout, poller, removed)
+            }
         };
-        drop(removed);
 
         match poller {
             None => {}
             Some(Poller::Native(sel)) => {
+                let timeout = timeout.duration(py, sel.kind())?;
                 let mut events = std::mem::take(&mut slf.borrow_mut().events);
-                let res =
-                    py.detach(|| sel.select(&mut events, timeout.map(Duration::from_secs_f64)));
+                let res = py.detach(|| sel.select(&mut events, timeout));
                 let res = match res {
                     Ok(()) => Ok(()),
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
@@ -310,33 +690,13 @@ impl LoopCore {
                 slf.borrow_mut().events = events;
             }
             Some(Poller::Python(sel)) => {
-                let timeout_obj: Py<PyAny> = match timeout {
-                    Some(t) => t.into_pyobject(py)?.into_any().unbind(),
-                    None => py.None(),
-                };
-                let event_list = sel.call_method1(py, "select", (timeout_obj,))?;
+                let event_list = sel.call_method1(py, "select", (timeout.to_object(py)?,))?;
                 slf.call_method1("_process_events", (event_list,))?;
             }
         }
 
-        // Queue the timers that are due (asyncio: `when < now + clock_resolution`).
-        let ntodo = {
-            let mut me = slf.borrow_mut();
-            let end_time = if me.timers.is_empty() {
-                0.0
-            } else {
-                clock::monotonic() + me.clock_resolution
-            };
-            while let Some(when) = me.timers.peek_when() {
-                if when >= end_time {
-                    break;
-                }
-                let (_, h) = me.timers.pop().expect("peeked");
-                h.borrow_mut(py).scheduled = false;
-                me.ready.push_back(h.into_any());
-            }
-            me.ready.len()
-        };
+        Self::queue_due_timers(slf)?;
+        let ntodo = slf.borrow().ready.len();
 
         // Run only what is ready now; callbacks scheduled meanwhile wait for the next round.
         for _ in 0..ntodo {
@@ -370,8 +730,13 @@ impl LoopCore {
         let dt = clock::monotonic() - t0;
         slf.setattr("_current_handle", py.None())?;
         res?;
-        let limit: f64 = slf.getattr("slow_callback_duration")?.extract()?;
-        if dt >= limit {
+        // `dt >= self.slow_callback_duration`, with Python's `>=` unless it is a float.
+        let limit = slf.getattr(pyo3::intern!(py, "slow_callback_duration"))?;
+        let slow = match limit.cast_exact::<PyFloat>() {
+            Ok(l) => dt >= l.value(),
+            Err(_) => PyFloat::new(py, dt).ge(&limit)?,
+        };
+        if slow {
             helpers::get(py)?.slow_callback.call1(py, (slf, item, dt))?;
         }
         Ok(())
@@ -429,10 +794,14 @@ fn run_item(py: Python<'_>, item: &Bound<'_, PyAny>) -> PyResult<()> {
 impl LoopCore {
     #[new]
     #[pyo3(signature = (*_args, **_kwargs))]
-    fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyAny>>) -> LoopCore {
-        LoopCore {
+    fn py_new(
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<LoopCore> {
+        Ok(LoopCore {
             ready: VecDeque::new(),
             timers: TimerHeap::new(),
+            slow_timers: 0,
             timer_cancelled_count: 0,
             io: HashMap::default(),
             poller: None,
@@ -440,14 +809,19 @@ impl LoopCore {
             waker: None,
             stopping: false,
             closed: false,
+            stopping_obj: None,
+            closed_obj: None,
             debug: false,
+            debug_obj: None,
             clock_resolution: clock::resolution(),
+            clock_resolution_obj: None,
+            timeout_313: crate::compat::get(_args.py())?.run_once_timeout_if_elif,
             recv_buf: Vec::new(),
             last_sockname: None,
             last_peer_host: None,
             self_pipe: None,
             signals: false,
-        }
+        })
     }
 
     /// Sets up the selector. `selector` is None (the platform default), a selector name, or a
@@ -488,16 +862,20 @@ impl LoopCore {
         let (ready, timers, io, poller, waker) = {
             let mut me = slf.borrow_mut();
             me.closed = true;
+            me.closed_obj = None;
             (
                 std::mem::take(&mut me.ready),
-                me.timers.drain(),
+                {
+                    me.slow_timers = 0;
+                    me.timers.drain()
+                },
                 std::mem::take(&mut me.io),
                 me.poller.take(),
                 me.waker.take(),
             )
         };
         for t in &timers {
-            t.borrow_mut(py).scheduled = false;
+            t.handle.borrow_mut(py).scheduled = false;
         }
         for item in ready {
             release_ready(py, item);
@@ -506,37 +884,51 @@ impl LoopCore {
     }
 
     #[getter]
-    fn _closed(&self) -> bool {
-        self.closed
+    fn _closed(&self, py: Python<'_>) -> Py<PyAny> {
+        flag_value(py, self.closed, self.closed_obj.as_ref())
     }
     #[setter(_closed)]
-    fn set_closed_attr(&mut self, value: bool) {
-        self.closed = value;
-    }
-    #[getter]
-    fn _stopping(&self) -> bool {
-        self.stopping
-    }
-    #[setter(_stopping)]
-    fn set_stopping_attr(&mut self, value: bool) {
-        self.stopping = value;
-    }
-    #[getter]
-    fn _debug(&self) -> bool {
-        self.debug
-    }
-    #[setter(_debug)]
-    fn set_debug_attr(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.debug = value.is_truthy()?;
+    fn set_closed_attr(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        (self.closed, self.closed_obj) = flag_of(value)?;
         Ok(())
     }
     #[getter]
-    fn _clock_resolution(&self) -> f64 {
-        self.clock_resolution
+    fn _stopping(&self, py: Python<'_>) -> Py<PyAny> {
+        flag_value(py, self.stopping, self.stopping_obj.as_ref())
+    }
+    #[setter(_stopping)]
+    fn set_stopping_attr(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        (self.stopping, self.stopping_obj) = flag_of(value)?;
+        Ok(())
+    }
+    /// `_debug` as set (`set_debug(enabled)` stores `enabled` as given).
+    #[getter]
+    fn _debug(&self, py: Python<'_>) -> Py<PyAny> {
+        flag_value(py, self.debug, self.debug_obj.as_ref())
+    }
+    #[setter(_debug)]
+    fn set_debug_attr(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        (self.debug, self.debug_obj) = flag_of(value)?;
+        Ok(())
+    }
+    #[getter]
+    fn _clock_resolution(&self, py: Python<'_>) -> Py<PyAny> {
+        when_object(
+            py,
+            self.clock_resolution,
+            self.clock_resolution_obj.as_ref(),
+        )
+        .unbind()
     }
     #[setter(_clock_resolution)]
-    fn set_clock_resolution_attr(&mut self, value: f64) {
-        self.clock_resolution = value;
+    fn set_clock_resolution_attr(&mut self, value: &Bound<'_, PyAny>) {
+        match When::of(value) {
+            When::Float(f) => {
+                self.clock_resolution = f;
+                self.clock_resolution_obj = None;
+            }
+            When::Obj(o) => self.clock_resolution_obj = Some(o),
+        }
     }
     /// A snapshot of the ready queue (asyncio's `_ready` deque is private; tests read its length).
     #[getter]
@@ -545,19 +937,19 @@ impl LoopCore {
     }
     #[setter(_ready)]
     fn set_ready_attr(&mut self, _value: &Bound<'_, PyAny>) {}
-    /// A snapshot of the scheduled timers.
+    /// A snapshot of the scheduled timers, in heapq's list order (as asyncio's `_scheduled`).
     #[getter]
     fn _scheduled<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        PyList::new(py, self.timers.iter().map(|h| h.clone_ref(py)))
+        PyList::new(py, self.timers.iter().map(|t| t.handle.clone_ref(py)))
     }
     #[setter(_scheduled)]
     fn set_scheduled_attr(&mut self, _value: &Bound<'_, PyAny>) {}
     #[getter]
-    fn _timer_cancelled_count(&self) -> usize {
+    fn _timer_cancelled_count(&self) -> i64 {
         self.timer_cancelled_count
     }
     #[setter(_timer_cancelled_count)]
-    fn set_timer_cancelled_count_attr(&mut self, value: usize) {
+    fn set_timer_cancelled_count_attr(&mut self, value: i64) {
         self.timer_cancelled_count = value;
     }
 
@@ -569,8 +961,8 @@ impl LoopCore {
         helpers::get(py)?.future_type.call(py, (), Some(&kwargs))
     }
 
-    fn get_debug(&self) -> bool {
-        self.debug
+    fn get_debug(&self, py: Python<'_>) -> Py<PyAny> {
+        self._debug(py)
     }
 
     fn is_closed(&self) -> bool {
@@ -665,19 +1057,29 @@ impl LoopCore {
         args: Py<PyTuple>,
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        if delay.is_none() && slf.py().version_info() >= (3, 11) {
+        let py = slf.py();
+        if delay.is_none() && crate::compat::get(py)?.call_later_rejects_none {
             return Err(PyTypeError::new_err("delay must not be None"));
         }
-        let delay: f64 = match delay.extract() {
-            Ok(d) => d,
-            Err(_) => {
-                return Err(PyTypeError::new_err(format!(
-                    "unsupported operand type(s) for +: 'float' and '{}'",
-                    delay.get_type().name()?
-                )))
+        // `self.time() + delay`: float + float and float + int natively (an int too large for
+        // a float raises OverflowError, as float.__add__), anything else with Python's `+`.
+        let now = clock::monotonic();
+        let when = if let Ok(d) = delay.cast_exact::<PyFloat>() {
+            When::Float(now + d.value())
+        } else if delay.is_exact_instance_of::<PyInt>() {
+            // SAFETY: GIL held; `delay` is an int. PyLong_AsDouble returns -1.0 with an
+            // exception set on overflow.
+            let d = unsafe { pyo3::ffi::PyLong_AsDouble(delay.as_ptr()) };
+            if d == -1.0 {
+                if let Some(e) = PyErr::take(py) {
+                    return Err(e);
+                }
             }
+            When::Float(now + d)
+        } else {
+            When::of(&PyFloat::new(py, now).add(delay)?)
         };
-        Self::schedule_at(slf, clock::monotonic() + delay, callback, args, context)
+        Self::schedule_at(slf, when, callback, args, context)
     }
 
     #[pyo3(signature = (when, callback, *args, context=None))]
@@ -689,20 +1091,33 @@ impl LoopCore {
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
         if when.is_none() {
-            // 3.11+ checks explicitly; before, TimerHandle's `assert when is not None` fired.
-            if slf.py().version_info() >= (3, 11) {
+            // 3.11+ checks first; before, TimerHandle's `assert when is not None` fired after
+            // the closed check and the debug checks.
+            if crate::compat::get(slf.py())?.call_at_rejects_none {
                 return Err(PyTypeError::new_err("when cannot be None"));
+            }
+            let (closed, debug) = {
+                let me = slf.borrow();
+                (me.closed, me.debug)
+            };
+            if closed {
+                return Err(closed_error());
+            }
+            if debug {
+                Self::debug_checks(slf, &callback, "call_at", true)?;
             }
             return Err(pyo3::exceptions::PyAssertionError::new_err(()));
         }
-        let when: f64 = when.extract()?;
-        Self::schedule_at(slf, when, callback, args, context)
+        Self::schedule_at(slf, When::of(when), callback, args, context)
     }
 
     /// asyncio's private hook, called by asyncio's own TimerHandle.cancel().
     fn _timer_handle_cancelled(slf: &Bound<'_, Self>, handle: &Bound<'_, PyAny>) -> PyResult<()> {
         if handle.getattr("_scheduled")?.is_truthy()? {
-            slf.borrow_mut().timer_cancelled_count += 1;
+            {
+                let mut me = slf.borrow_mut();
+                me.timer_cancelled_count = me.timer_cancelled_count.saturating_add(1);
+            }
         }
         Ok(())
     }
@@ -781,8 +1196,22 @@ impl LoopCore {
         for h in &self.ready {
             visit.call(h)?;
         }
-        for h in self.timers.iter() {
-            visit.call(h)?;
+        for t in self.timers.iter() {
+            visit.call(&t.handle)?;
+            if let Some(o) = &t.obj {
+                visit.call(o)?;
+            }
+        }
+        for o in [
+            &self.debug_obj,
+            &self.stopping_obj,
+            &self.closed_obj,
+            &self.clock_resolution_obj,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            visit.call(o)?;
         }
         for e in self.io.values() {
             e.traverse(&visit)?;
@@ -801,6 +1230,11 @@ impl LoopCore {
             }
         });
         self.timers.clear();
+        self.slow_timers = 0;
+        self.debug_obj = None;
+        self.stopping_obj = None;
+        self.closed_obj = None;
+        self.clock_resolution_obj = None;
         self.io.clear();
         if let Some(Poller::Python(_)) = &self.poller {
             self.poller = None;

@@ -5,9 +5,6 @@
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
-// Read by base_events.rs (call_later/call_at) and transports.rs (writelines) once their
-// `version_info()` checks are switched over to these flags; until then only by the test hook.
-#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 pub(crate) struct Compat {
     /// `_compat.CALL_LATER_REJECTS_NONE`: `call_later(None, ...)` raises
     /// `TypeError("delay must not be None")` (3.11+); before, the float addition fails.
@@ -18,11 +15,16 @@ pub(crate) struct Compat {
     /// `_compat.STREAM_OWN_WRITELINES`: the stream transport has its own `writelines()`
     /// (3.12+); before, `WriteTransport.writelines` joins and calls `write()`.
     pub(crate) stream_own_writelines: bool,
+    /// `_compat.RUN_ONCE_TIMEOUT_IF_ELIF`: `_run_once` clamps the selector timeout with
+    /// if/elif (3.13+), so a NaN deadline reaches the selector; before, `max(0, nan)` is 0.
+    pub(crate) run_once_timeout_if_elif: bool,
+    /// `_compat.TIMER_HANDLE_ASSERTS_WHEN`: `TimerHandle(None, ...)` fails its
+    /// `assert when is not None` (3.9/3.10).
+    pub(crate) timer_handle_asserts_when: bool,
 }
 
 static COMPAT: PyOnceLock<Compat> = PyOnceLock::new();
 
-#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 pub(crate) fn get(py: Python<'_>) -> PyResult<&'static Compat> {
     COMPAT.get_or_try_init(py, || {
         let m = py.import("oxloop._compat")?;
@@ -31,6 +33,8 @@ pub(crate) fn get(py: Python<'_>) -> PyResult<&'static Compat> {
             call_later_rejects_none: flag("CALL_LATER_REJECTS_NONE")?,
             call_at_rejects_none: flag("CALL_AT_REJECTS_NONE")?,
             stream_own_writelines: flag("STREAM_OWN_WRITELINES")?,
+            run_once_timeout_if_elif: flag("RUN_ONCE_TIMEOUT_IF_ELIF")?,
+            timer_handle_asserts_when: flag("TIMER_HANDLE_ASSERTS_WHEN")?,
         })
     })
 }

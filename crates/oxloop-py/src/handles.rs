@@ -10,7 +10,7 @@
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyBool, PyFloat, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::helpers;
@@ -96,10 +96,17 @@ pub(crate) fn call_in_context(
     args: &Bound<'_, PyTuple>,
     context: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    // SAFETY: GIL held; `context` is a contextvars.Context (checked when the handle was made:
-    // PyContext_Enter raises TypeError otherwise, which we report as an error).
+    // SAFETY: GIL held; `context` is any object: PyContext_Enter checks that it is a
+    // contextvars.Context and raises TypeError otherwise (handled below).
     if unsafe { ffi::PyContext_Enter(context.as_ptr()) } < 0 {
-        return Err(PyErr::fetch(py));
+        let err = PyErr::fetch(py);
+        // Not a Context (PyContext_Enter's TypeError): asyncio's `Handle._run` calls
+        // `self._context.run(self._callback, *self._args)` on whatever it was given, so do
+        // that (an int gives asyncio's AttributeError, an object with `run` is called).
+        if err.is_instance_of::<pyo3::exceptions::PyTypeError>(py) {
+            return context_run(py, callback, args, context);
+        }
+        return Err(err);
     }
     let nargs = args.len();
     // SAFETY: GIL held; callback and args are valid owned references kept alive by the caller
@@ -125,6 +132,22 @@ pub(crate) fn call_in_context(
         return out.and(Err(exit_err));
     }
     out
+}
+
+/// `context.run(callback, *args)` as Python code would call it (a context that is not a
+/// `contextvars.Context`).
+fn context_run(
+    py: Python<'_>,
+    callback: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+    context: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let run = context.getattr(pyo3::intern!(py, "run"))?;
+    let mut all = Vec::with_capacity(args.len() + 1);
+    all.push(callback.clone());
+    all.extend(args.iter());
+    run.call1(PyTuple::new(py, all)?)?;
+    Ok(())
 }
 
 /// Runs a handle as `asyncio.Handle._run` does. Only SystemExit and KeyboardInterrupt propagate.
@@ -266,7 +289,7 @@ impl Handle {
                 Ok(core) => {
                     let mut core = core.borrow_mut();
                     if scheduled {
-                        core.timer_cancelled_count += 1;
+                        core.timer_cancelled_count = core.timer_cancelled_count.saturating_add(1);
                     }
                     core.debug
                 }
@@ -389,8 +412,72 @@ impl Handle {
 }
 
 /// A handle scheduled for a point in time (`call_later`, `call_at`).
+///
+/// asyncio stores `when` as given and compares handles with `self._when < other._when`. An
+/// exact `float` deadline is kept as the base's `when` (compared natively); any other object
+/// (int, bool, Decimal, Fraction, ...) is kept in `when_obj`, returned by `when()` / `_when`
+/// and compared with Python's operators.
 #[pyclass(extends = Handle, module = "oxloop._oxloop")]
-pub struct TimerHandle;
+pub struct TimerHandle {
+    pub(crate) when_obj: Option<Py<PyAny>>,
+}
+
+/// A deadline: an exact float (native comparisons) or any other object (Python's).
+pub(crate) enum When {
+    Float(f64),
+    Obj(Py<PyAny>),
+}
+
+impl When {
+    /// The deadline `obj` as given.
+    pub(crate) fn of(obj: &Bound<'_, PyAny>) -> When {
+        match obj.cast_exact::<PyFloat>() {
+            Ok(f) => When::Float(f.value()),
+            Err(_) => When::Obj(obj.clone().unbind()),
+        }
+    }
+}
+
+/// The deadline as the Python object asyncio's `_when` would be.
+pub(crate) fn when_object<'py>(
+    py: Python<'py>,
+    when: f64,
+    when_obj: Option<&Py<PyAny>>,
+) -> Bound<'py, PyAny> {
+    match when_obj {
+        Some(o) => o.bind(py).clone(),
+        None => PyFloat::new(py, when).into_any(),
+    }
+}
+
+impl TimerHandle {
+    /// `self._when`, without keeping the handle borrowed (the object's own methods may run
+    /// Python code that touches the handle).
+    fn when_of<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyAny> {
+        let py = slf.py();
+        let me = slf.borrow();
+        when_object(py, me.as_super().when, me.when_obj.as_ref())
+    }
+
+    /// `self._callback` / `self._args` (None once cancelled).
+    fn callback_and_args(slf: &Bound<'_, Self>) -> (Py<PyAny>, Py<PyAny>) {
+        let py = slf.py();
+        let me = slf.borrow();
+        let h = me.as_super();
+        (
+            h.callback
+                .as_ref()
+                .map_or_else(|| py.None(), |c| c.clone_ref(py)),
+            h.args
+                .as_ref()
+                .map_or_else(|| py.None(), |a| a.clone_ref(py).into_any()),
+        )
+    }
+}
+
+fn bool_obj(py: Python<'_>, b: bool) -> Py<PyAny> {
+    PyBool::new(py, b).to_owned().into_any().unbind()
+}
 
 #[pymethods]
 impl TimerHandle {
@@ -398,25 +485,35 @@ impl TimerHandle {
     #[pyo3(signature = (when, callback, args, r#loop, context=None))]
     fn py_new(
         py: Python<'_>,
-        when: f64,
+        when: &Bound<'_, PyAny>,
         callback: Py<PyAny>,
         args: Bound<'_, PyAny>,
         r#loop: Py<PyAny>,
         context: Option<Py<PyAny>>,
     ) -> PyResult<PyClassInitializer<TimerHandle>> {
         let mut h = Handle::py_new(py, callback, args, r#loop, context)?;
-        h.when = when;
-        Ok(PyClassInitializer::from(h).add_subclass(TimerHandle))
+        if when.is_none() && crate::compat::get(py)?.timer_handle_asserts_when {
+            // 3.9/3.10's TimerHandle.__init__: `assert when is not None` (after Handle's).
+            return Err(pyo3::exceptions::PyAssertionError::new_err(()));
+        }
+        let when_obj = match When::of(when) {
+            When::Float(w) => {
+                h.when = w;
+                None
+            }
+            When::Obj(o) => Some(o),
+        };
+        Ok(PyClassInitializer::from(h).add_subclass(TimerHandle { when_obj }))
     }
 
-    /// The absolute time (in `loop.time()` terms) the callback is scheduled for.
-    fn when(slf: PyRef<'_, Self>) -> f64 {
-        slf.as_super().when
+    /// The absolute time (in `loop.time()` terms) the callback is scheduled for, as given.
+    fn when<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyAny> {
+        Self::when_of(slf)
     }
 
     #[getter]
-    fn _when(slf: PyRef<'_, Self>) -> f64 {
-        slf.as_super().when
+    fn _when<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyAny> {
+        Self::when_of(slf)
     }
 
     #[getter]
@@ -424,13 +521,15 @@ impl TimerHandle {
         slf.as_super().scheduled
     }
 
-    fn __hash__(slf: PyRef<'_, Self>) -> PyResult<isize> {
-        let py = slf.py();
-        pyo3::types::PyFloat::new(py, slf.as_super().when).hash()
+    /// `hash(self._when)`.
+    fn __hash__(slf: &Bound<'_, Self>) -> PyResult<isize> {
+        Self::when_of(slf).hash()
     }
 
+    /// asyncio's `__lt__`, `__le__`, `__gt__`, `__ge__`, `__eq__` (and object's `__ne__`, the
+    /// negation of `__eq__`), returning what those expressions return.
     fn __richcmp__(
-        slf: PyRef<'_, Self>,
+        slf: &Bound<'_, Self>,
         other: &Bound<'_, PyAny>,
         op: pyo3::basic::CompareOp,
     ) -> PyResult<Py<PyAny>> {
@@ -439,39 +538,69 @@ impl TimerHandle {
         let Ok(other) = other.cast::<TimerHandle>() else {
             return Ok(py.NotImplemented());
         };
-        let a: &Handle = slf.as_super();
-        let o = other.borrow();
-        let b = o.as_super();
-        let r = match op {
-            Lt => a.when < b.when,
-            Le => a.when < b.when || handles_equal(py, a, b),
-            Gt => a.when > b.when,
-            Ge => a.when > b.when || handles_equal(py, a, b),
-            Eq => handles_equal(py, a, b),
-            Ne => !handles_equal(py, a, b),
+        let fast = {
+            let (x, y) = (slf.borrow(), other.borrow());
+            match (&x.when_obj, &y.when_obj) {
+                (None, None) => Some((x.as_super().when, y.as_super().when)),
+                _ => None,
+            }
         };
-        Ok(pyo3::types::PyBool::new(py, r)
-            .to_owned()
-            .into_any()
-            .unbind())
-    }
-}
-
-/// TimerHandle equality as asyncio defines it: same when, callback, args and cancelled flag.
-fn handles_equal(py: Python<'_>, a: &Handle, b: &Handle) -> bool {
-    fn same(py: Python<'_>, x: Option<&Py<PyAny>>, y: Option<&Py<PyAny>>) -> bool {
-        match (x, y) {
-            (None, None) => true,
-            (Some(x), Some(y)) => x.bind(py).eq(y.bind(py)).unwrap_or(false),
-            _ => false,
+        // `self._when OP other._when`
+        let when_cmp = |op| -> PyResult<Py<PyAny>> {
+            if let Some((a, b)) = fast {
+                let r = match op {
+                    Lt => a < b,
+                    Gt => a > b,
+                    _ => a == b,
+                };
+                return Ok(bool_obj(py, r));
+            }
+            Ok(Self::when_of(slf)
+                .rich_compare(Self::when_of(other), op)?
+                .unbind())
+        };
+        // `self._when == other._when and self._callback == other._callback and
+        //  self._args == other._args and self._cancelled == other._cancelled`
+        let eq = || -> PyResult<Py<PyAny>> {
+            let r = when_cmp(Eq)?;
+            if !r.bind(py).is_truthy()? {
+                return Ok(r);
+            }
+            let (cb_x, args_x) = Self::callback_and_args(slf);
+            let (cb_y, args_y) = Self::callback_and_args(other);
+            let r = cb_x.bind(py).rich_compare(cb_y, Eq)?;
+            if !r.is_truthy()? {
+                return Ok(r.unbind());
+            }
+            let r = args_x.bind(py).rich_compare(args_y, Eq)?;
+            if !r.is_truthy()? {
+                return Ok(r.unbind());
+            }
+            let same = slf.borrow().as_super().cancelled == other.borrow().as_super().cancelled;
+            Ok(bool_obj(py, same))
+        };
+        match op {
+            Lt | Gt => when_cmp(op),
+            Le | Ge => {
+                let r = when_cmp(if matches!(op, Le) { Lt } else { Gt })?;
+                if r.bind(py).is_truthy()? {
+                    return Ok(r);
+                }
+                eq()
+            }
+            Eq => eq(),
+            Ne => Ok(bool_obj(py, !eq()?.bind(py).is_truthy()?)),
         }
     }
-    a.when == b.when
-        && same(py, a.callback.as_ref(), b.callback.as_ref())
-        && same(
-            py,
-            a.args.as_ref().map(|x| x.as_any()),
-            b.args.as_ref().map(|x| x.as_any()),
-        )
-        && a.cancelled == b.cancelled
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(x) = &self.when_obj {
+            visit.call(x)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.when_obj = None;
+    }
 }

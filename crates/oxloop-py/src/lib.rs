@@ -74,6 +74,8 @@ mod test_hooks {
         d.set_item("CALL_LATER_REJECTS_NONE", c.call_later_rejects_none)?;
         d.set_item("CALL_AT_REJECTS_NONE", c.call_at_rejects_none)?;
         d.set_item("STREAM_OWN_WRITELINES", c.stream_own_writelines)?;
+        d.set_item("RUN_ONCE_TIMEOUT_IF_ELIF", c.run_once_timeout_if_elif)?;
+        d.set_item("TIMER_HANDLE_ASSERTS_WHEN", c.timer_handle_asserts_when)?;
         Ok(d)
     }
 }

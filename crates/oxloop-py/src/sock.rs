@@ -91,6 +91,12 @@ fn recv_bytes(core: &Bound<'_, LoopCore>, fd: RawFd, n: usize) -> PyResult<Optio
     }
     let mut buf = std::mem::take(&mut core.borrow_mut().recv_buf);
     if buf.len() < n {
+        // `n` is the caller's: a size the allocator refuses is CPython's MemoryError (its
+        // recv allocates the bytes object first), not an abort.
+        if buf.try_reserve_exact(n - buf.len()).is_err() {
+            core.borrow_mut().recv_buf = buf;
+            return Err(pyo3::exceptions::PyMemoryError::new_err(()));
+        }
         buf.resize(n, 0);
     }
     let res = net::recv(fd, &mut buf[..n]).map_err(crate::errors::to_pyerr);
