@@ -379,6 +379,29 @@ impl LoopCore {
         Ok(())
     }
 
+    /// What every call_soon/call_later/call_at does first: asyncio's `_check_closed()`, then in
+    /// debug mode its `_check_thread()` (unless `check_thread` is false) and
+    /// `_check_callback(callback, method)`. Returns the debug flag.
+    #[inline]
+    fn check_schedule(
+        slf: &Bound<'_, Self>,
+        callback: &Py<PyAny>,
+        method: &str,
+        check_thread: bool,
+    ) -> PyResult<bool> {
+        let (closed, debug) = {
+            let me = slf.borrow();
+            (me.closed, me.debug)
+        };
+        if closed {
+            return Err(closed_error());
+        }
+        if debug {
+            Self::debug_checks(slf, callback, method, check_thread)?;
+        }
+        Ok(debug)
+    }
+
     /// `call_at` once `when` is known: the closed check, the debug checks, the timer, the
     /// heappush (`timer._scheduled = True` only once that succeeded, as asyncio).
     fn schedule_at(
@@ -388,16 +411,7 @@ impl LoopCore {
         args: Py<PyTuple>,
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let (closed, debug) = {
-            let me = slf.borrow();
-            (me.closed, me.debug)
-        };
-        if closed {
-            return Err(closed_error());
-        }
-        if debug {
-            Self::debug_checks(slf, &callback, "call_at", true)?;
-        }
+        let debug = Self::check_schedule(slf, &callback, "call_at", true)?;
         let h = Self::new_handle(slf, callback, args, context, Some(&when), debug)?;
         let py = slf.py();
         let timer = match when {
@@ -981,16 +995,7 @@ impl LoopCore {
         args: Py<PyTuple>,
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let (closed, debug) = {
-            let me = slf.borrow();
-            (me.closed, me.debug)
-        };
-        if closed {
-            return Err(closed_error());
-        }
-        if debug {
-            Self::debug_checks(slf, &callback, "call_soon", true)?;
-        }
+        let debug = Self::check_schedule(slf, &callback, "call_soon", true)?;
         let h = Self::new_handle(slf, callback, args, context, None, debug)?;
         untrack_queued(&h);
         slf.borrow_mut()
@@ -1022,16 +1027,7 @@ impl LoopCore {
         args: Py<PyTuple>,
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let (closed, debug) = {
-            let me = slf.borrow();
-            (me.closed, me.debug)
-        };
-        if closed {
-            return Err(closed_error());
-        }
-        if debug {
-            Self::debug_checks(slf, &callback, "call_soon_threadsafe", false)?;
-        }
+        let debug = Self::check_schedule(slf, &callback, "call_soon_threadsafe", false)?;
         let h = Self::new_handle(slf, callback, args, context, None, debug)?;
         untrack_queued(&h);
         let waker = {
@@ -1096,16 +1092,7 @@ impl LoopCore {
             if crate::compat::get(slf.py())?.call_at_rejects_none {
                 return Err(PyTypeError::new_err("when cannot be None"));
             }
-            let (closed, debug) = {
-                let me = slf.borrow();
-                (me.closed, me.debug)
-            };
-            if closed {
-                return Err(closed_error());
-            }
-            if debug {
-                Self::debug_checks(slf, &callback, "call_at", true)?;
-            }
+            Self::check_schedule(slf, &callback, "call_at", true)?;
             return Err(pyo3::exceptions::PyAssertionError::new_err(()));
         }
         Self::schedule_at(slf, When::of(when), callback, args, context)
