@@ -374,29 +374,40 @@ struct SocketObjectHead {
     sock_fd: libc::c_int,
 }
 
-/// `_socket.socket`, once this layout was checked against a real socket of the running
-/// interpreter (its fileno() before and after close()); None when the check failed.
-static SOCKET_TYPE: PyOnceLock<Option<Py<PyType>>> = PyOnceLock::new();
+/// `_socket.socket` and `socket.socket`, once the layout was checked against a real socket of
+/// the running interpreter (its fileno() before and after close()); None when the check failed.
+struct SocketTypes {
+    base: Py<PyType>,
+    plain: Py<PyType>,
+}
 
-fn verified_socket_type(py: Python<'_>) -> Option<&Bound<'_, PyType>> {
-    SOCKET_TYPE
+static SOCKET_TYPES: PyOnceLock<Option<SocketTypes>> = PyOnceLock::new();
+
+fn verified_socket_types(py: Python<'_>) -> Option<&'static SocketTypes> {
+    SOCKET_TYPES
         .get_or_init(py, || {
-            let check = || -> PyResult<Option<Py<PyType>>> {
-                let ty = py
+            let check = || -> PyResult<Option<SocketTypes>> {
+                let base = py
                     .import("_socket")?
                     .getattr("socket")?
                     .cast_into::<PyType>()?;
-                let s = py.import("socket")?.call_method0("socket")?;
+                let plain = py
+                    .import("socket")?
+                    .getattr("socket")?
+                    .cast_into::<PyType>()?;
+                let s = plain.call0()?;
                 let open = s.call_method0("fileno")?.extract::<RawFd>()?;
                 let seen_open = head_fd(&s);
                 s.call_method0("close")?;
-                let ok = s.is_instance(&ty)? && seen_open == open && head_fd(&s) == -1;
-                Ok(ok.then(|| ty.unbind()))
+                let ok = s.is_instance(&base)? && seen_open == open && head_fd(&s) == -1;
+                Ok(ok.then(|| SocketTypes {
+                    base: base.unbind(),
+                    plain: plain.unbind(),
+                }))
             };
             check().ok().flatten()
         })
         .as_ref()
-        .map(|t| t.bind(py))
 }
 
 /// The fd field of an object that is a `_socket.socket` (or subclass) instance.
@@ -416,9 +427,13 @@ pub(crate) fn io_fd(py: Python<'_>, sock: Option<&Py<PyAny>>) -> RawFd {
 
 /// The fd a socket object holds now (-1 once closed or detached): its C field when the layout
 /// was verified, else its fileno().
+#[inline]
 pub(crate) fn current_fd(sock: &Bound<'_, PyAny>) -> PyResult<RawFd> {
-    match verified_socket_type(sock.py()) {
-        Some(ty) if sock.is_instance(ty)? => Ok(head_fd(sock)),
+    let py = sock.py();
+    match verified_socket_types(py) {
+        // A plain socket.socket (what the native transports hold): one pointer comparison.
+        Some(t) if sock.get_type_ptr() == t.plain.as_ptr().cast() => Ok(head_fd(sock)),
+        Some(t) if sock.is_instance(t.base.bind(py))? => Ok(head_fd(sock)),
         _ => sock_fd(sock),
     }
 }
