@@ -579,17 +579,20 @@ fn reregister_after_close_and_reuse() {
         let (a, b) = pair();
         let fd = a.as_raw_fd();
         sel.register(fd, 1, Interest::READABLE).unwrap();
-        drop((a, b));
-        let (c, d) = pair();
-        // The lowest free numbers are reused: c (or d) took fd.
-        let (c, mut d) = if c.as_raw_fd() == fd { (c, d) } else { (d, c) };
-        assert_eq!(c.as_raw_fd(), fd, "{kind}: the number was reused");
+        let (c, mut d) = pair();
+        // dup2 closes a's file and gives its number to c's file in one step (closing first
+        // and waiting for the number to be reused would race with other test threads).
+        let a = std::os::fd::IntoRawFd::into_raw_fd(a);
+        // SAFETY: dup2 onto the number `a` gave up; `c2` is its only owner afterwards.
+        let c2 = unsafe { OwnedFd::from_raw_fd(cvt(libc::dup2(c.as_raw_fd(), a)).unwrap()) };
+        assert_eq!(c2.as_raw_fd(), fd);
+        drop((b, c));
         sel.reregister(fd, 2, Interest::READABLE).unwrap();
         d.write_all(b"x").unwrap();
         let evs = sel_wait(sel);
         assert_eq!(evs, [ev(2, true, false)], "{kind}");
         sel.deregister(fd).unwrap();
-        drop(c);
+        drop(c2);
     }
 }
 

@@ -298,6 +298,7 @@ impl Selector for EpollSelector {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::fd::IntoRawFd;
     use std::os::unix::net::UnixStream;
     use std::time::Instant;
 
@@ -346,9 +347,13 @@ mod tests {
         assert_eq!(ev.len(), 1);
         sel.release_oneshot(fd).unwrap();
         let (c, mut d) = UnixStream::pair().unwrap();
-        drop(a);
-        // SAFETY: dup2 onto the number `a` had; `c2` owns it afterwards.
-        let c2 = unsafe { crate::sys::owned(cvt(libc::dup2(c.as_raw_fd(), fd)).unwrap()) };
+        // dup2 closes `a`'s number and reuses it atomically: closing first and then dup2-ing
+        // onto the free number races with other test threads opening fds (EBUSY, or their fd
+        // replaced).
+        let a = a.into_raw_fd();
+        // SAFETY: dup2 onto the number `a` had (its old file lives on in `dup`); `c2` owns it
+        // afterwards, and nothing else does (`a` was given up by into_raw_fd).
+        let c2 = unsafe { crate::sys::owned(cvt(libc::dup2(c.as_raw_fd(), a)).unwrap()) };
         drop(c);
         sel.register(fd, 2, Interest::READABLE).unwrap();
         b.write_all(b"old").unwrap();
