@@ -7,7 +7,9 @@ import sys
 from asyncio.transports import _FlowControlMixin
 from typing import Any, Callable, List, Optional, Tuple, Union
 
-from typing_extensions import disjoint_base, final
+from typing_extensions import TypeVarTuple, Unpack, disjoint_base, final
+
+_Ts = TypeVarTuple("_Ts")
 
 __all__ = [
     "Handle",
@@ -109,24 +111,25 @@ class LoopCore:
     def is_closed(self) -> bool: ...
     def create_future(self) -> "asyncio.Future[Any]": ...
     def time(self) -> float: ...
+    # The callback's arguments typed as typeshed types asyncio's (TypeVarTuple).
     def call_soon(
-        self, callback: Callable[..., object], *args: Any, context: Any = None
+        self, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts], context: Any = None
     ) -> Handle: ...
     def call_soon_threadsafe(
-        self, callback: Callable[..., object], *args: Any, context: Any = None
+        self, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts], context: Any = None
     ) -> Handle: ...
     def call_later(
         self,
         delay: Any,
-        callback: Callable[..., object],
-        *args: Any,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: Unpack[_Ts],
         context: Optional[contextvars.Context] = None,
     ) -> TimerHandle: ...
     def call_at(
         self,
         when: Any,
-        callback: Callable[..., object],
-        *args: Any,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: Unpack[_Ts],
         context: Optional[contextvars.Context] = None,
     ) -> TimerHandle: ...
     def _call_soon(

@@ -89,3 +89,16 @@ def native_transports(
     if sys.version_info >= (3, 12):  # asyncio's own datagram transport is one from 3.12 on
         takes_datagram(dgram)
     return (sock, tls, rpipe, wpipe, dgram)
+
+
+# The callback's arguments are checked as typeshed checks asyncio's (--strict reports an unused
+# ignore: these lines fail the check if oxloop's stub stops rejecting what asyncio's rejects).
+def g(x: int) -> None: ...
+
+
+loop.call_soon(g, 1)
+loop.call_soon(g, "x")  # type: ignore[arg-type]
+loop.call_soon(f, 1)  # type: ignore[arg-type]
+loop.call_soon_threadsafe(g, "x")  # type: ignore[arg-type]
+loop.call_later(1, g, "x")  # type: ignore[arg-type]
+loop.call_at(1.0, g)  # type: ignore[arg-type]
