@@ -191,6 +191,44 @@ def test_handle_repr_contains_callback_name(loop):
     assert "cancelled" in repr(th)
 
 
+def test_handles_are_asyncio_handles(loop):
+    """What the scheduling calls return passes isinstance() against asyncio's classes, and
+    `__class__` reads as asyncio's class, as for asyncio's own handles."""
+    handles = [loop.call_soon(noop), loop.call_soon_threadsafe(noop)]
+    timers = [loop.call_later(10, noop), loop.call_at(loop.time() + 10, noop)]
+    for h in handles:
+        assert isinstance(h, asyncio.Handle)
+        assert isinstance(h, asyncio.events.Handle)
+        assert not isinstance(h, asyncio.TimerHandle)
+        assert h.__class__ is asyncio.Handle
+        assert repr(h).startswith("<Handle noop() ")
+    for th in timers:
+        assert isinstance(th, asyncio.TimerHandle)
+        assert isinstance(th, asyncio.Handle)
+        assert th.__class__ is asyncio.TimerHandle
+        assert repr(th).startswith("<TimerHandle when=")
+    for h in handles + timers:
+        h.cancel()
+        assert isinstance(h, asyncio.Handle)
+    run_once(loop)
+
+
+def test_timer_handle_compares_with_asyncio_timer_handle(loop):
+    """asyncio's TimerHandle comparisons (`isinstance(other, TimerHandle)`) take the loop's
+    timers: equal deadline, callback, args and state compare equal, in both directions."""
+    when = loop.time() + 10
+    th = loop.call_at(when, noop, 1)
+    same = asyncio.TimerHandle(when, noop, (1,), loop)
+    later = asyncio.TimerHandle(when + 1, noop, (1,), loop)
+    assert (same == th, th == same, same != th, th != same) == (True, True, False, False)
+    assert (later == th, th == later, later != th, th != later) == (False, False, True, True)
+    assert (th < later, later > th, th <= same, same >= th) == (True, True, True, True)
+    assert (later < th, th > later, later <= th) == (False, False, False)
+    th.cancel()
+    assert (same == th, th == same) == (False, False)
+    run_once(loop)
+
+
 @pytest.mark.skipif(PY < (3, 12), reason="Handle.get_context() is new in 3.12")
 def test_handle_get_context(loop):
     ctx = contextvars.copy_context()

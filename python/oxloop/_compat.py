@@ -189,7 +189,7 @@ def probe_run_once_timeout(func):
 #: ``_run_once`` clamps the selector timeout with ``if``/``elif`` (3.13+), so a NaN deadline at
 #: the head of the heap reaches the selector (which raises ValueError); before, ``max(0, nan)``
 #: is 0 and the timer is simply due.
-RUN_ONCE_TIMEOUT_IF_ELIF = probe_run_once_timeout(base_events.BaseEventLoop._run_once)
+RUN_ONCE_TIMEOUT_IF_ELIF = probe_run_once_timeout(base_events.BaseEventLoop._run_once)  # type: ignore[attr-defined]
 
 
 def probe_timer_handle_asserts_when(cls):
@@ -216,7 +216,7 @@ FORMAT_CALLBACK_TAKES_DEBUG = probe_signature(
 #: ``Server._attach(transport)``/``_detach(transport)`` track the server's clients (3.13, and
 #: later 3.12.x); before, ``_attach()``/``_detach()`` only count them.
 ATTACH_TAKES_TRANSPORT = probe_signature(
-    "ATTACH_TAKES_TRANSPORT", base_events.Server._attach,
+    "ATTACH_TAKES_TRANSPORT", base_events.Server._attach,  # type: ignore[attr-defined]
     {("self",): False, ("self", "transport"): True},
 )
 
@@ -247,7 +247,7 @@ def probe_accept_timeouts(func):
 
 #: Passed on to ``_start_serving`` by oxloop's ``_accept_connection``, as asyncio does.
 ACCEPT_TIMEOUT_DEFAULTS = probe_accept_timeouts(
-    selector_events.BaseSelectorEventLoop._accept_connection
+    selector_events.BaseSelectorEventLoop._accept_connection  # type: ignore[attr-defined]
 )
 
 
@@ -262,7 +262,9 @@ def probe_ssl_ensure_fd(func):
     return "_ensure_fd_no_transport" in names
 
 
-SSL_ENSURE_FD = probe_ssl_ensure_fd(selector_events.BaseSelectorEventLoop._make_ssl_transport)
+SSL_ENSURE_FD = probe_ssl_ensure_fd(
+    selector_events.BaseSelectorEventLoop._make_ssl_transport  # type: ignore[attr-defined]
+)
 
 #: ``SSLProtocol._abort(exc)`` force-closes the transport with ``exc`` (3.13); 3.9-3.12:
 #: ``_abort()`` calls ``transport.abort()``. Used by the native TLS layer (3.11+ only).
@@ -276,9 +278,9 @@ ABORT_TAKES_EXC = probe_signature(
 
 #: The stream transport has its own ``writelines()`` (3.12+: the buffers are queued as they
 #: are); before, ``WriteTransport.writelines`` joins them and calls ``write()``.
-STREAM_OWN_WRITELINES = "writelines" in vars(selector_events._SelectorSocketTransport)
+STREAM_OWN_WRITELINES = "writelines" in vars(selector_events._SelectorSocketTransport)  # type: ignore[attr-defined]
 
-_AsyncioDatagram = selector_events._SelectorDatagramTransport
+_AsyncioDatagram = selector_events._SelectorDatagramTransport  # type: ignore[attr-defined]
 
 #: asyncio's datagram transport is an ``asyncio.DatagramTransport`` (3.12+); before, only an
 #: ``asyncio.Transport`` (its ``_SelectorTransport`` base).
@@ -382,11 +384,11 @@ DATAGRAM_HEADER_ON_SEND: int
 
 #: ``_SelectorTransport`` has ``pause_reading()``/``resume_reading()``/``is_reading()``
 #: (3.11+); before, the datagram transport inherits ``ReadTransport``'s NotImplementedError.
-DATAGRAM_CAN_PAUSE = "pause_reading" in vars(selector_events._SelectorTransport)
+DATAGRAM_CAN_PAUSE = "pause_reading" in vars(selector_events._SelectorTransport)  # type: ignore[attr-defined]
 
 #: The read pipe transport has ``is_reading()`` and ``_add_reader()`` (3.11+: reading starts
 #: only if not paused or closed by the time ``connection_made()`` has run).
-PIPE_READ_IS_READING = hasattr(unix_events._UnixReadPipeTransport, "_add_reader")
+PIPE_READ_IS_READING = hasattr(unix_events._UnixReadPipeTransport, "_add_reader")  # type: ignore[attr-defined]
 
 
 def probe_reader_trick_on_fifo(func, platform=sys.platform):
@@ -401,7 +403,9 @@ def probe_reader_trick_on_fifo(func, platform=sys.platform):
     return not platform.startswith("aix")
 
 
-PIPE_READER_TRICK_ON_FIFO = probe_reader_trick_on_fifo(unix_events._UnixWritePipeTransport.__init__)
+PIPE_READER_TRICK_ON_FIFO = probe_reader_trick_on_fifo(
+    unix_events._UnixWritePipeTransport.__init__  # type: ignore[attr-defined]
+)
 
 
 # --- subprocesses ------------------------------------------------------------------------------

@@ -3,9 +3,13 @@
 import asyncio
 import contextvars
 import selectors
+import sys
+from asyncio.transports import _FlowControlMixin
 from typing import Any, Callable, List, Optional, Tuple, Union
 
-from typing_extensions import disjoint_base, final
+from typing_extensions import TypeVarTuple, Unpack, disjoint_base, final
+
+_Ts = TypeVarTuple("_Ts")
 
 __all__ = [
     "Handle",
@@ -34,8 +38,15 @@ def clock_resolution() -> float: ...
 # _compat_flags_for_test; wheels do not, and neither does this stub
 # (tests/stubtest-allowlist.txt).
 
-@disjoint_base
-class Handle:
+# The native handles and transports are not subclasses of asyncio's classes at runtime, but their
+# `__class__` is one (asyncio's `events.Handle`/`events.TimerHandle`, the transports' classes in
+# oxloop._transports / oxloop._sslproto), so `isinstance()` against asyncio's classes holds. The
+# stub declares those asyncio bases so that type checkers accept them where asyncio's are
+# expected (tests/typing/check_types.py).
+
+# Not marked @disjoint_base (it is one at runtime, tests/stubtest-allowlist.txt): with its
+# asyncio base, TimerHandle(Handle, asyncio.events.TimerHandle) would have two disjoint bases.
+class Handle(asyncio.events.Handle):
     def __new__(
         cls,
         callback: Callable[..., object],
@@ -48,14 +59,15 @@ class Handle:
     def get_context(self) -> contextvars.Context: ...
     def _run(self) -> None: ...
     _callback: Optional[Callable[..., object]]
-    _args: Optional[Tuple[Any, ...]]
+    # typeshed declares asyncio's `_args` a Sequence; asyncio's and oxloop's are None once cancelled.
+    _args: Optional[Tuple[Any, ...]]  # type: ignore[assignment]
     _context: contextvars.Context
     _loop: Any
     _cancelled: bool
     _source_traceback: Optional[List[Any]]
 
 @final
-class TimerHandle(Handle):
+class TimerHandle(Handle, asyncio.events.TimerHandle):
     # `when` is kept as given (asyncio's TimerHandle): a float, or any other object, compared
     # with Python's operators.
     def __new__(
@@ -69,10 +81,14 @@ class TimerHandle(Handle):
     def when(self) -> Any: ...
     _when: Any
     _scheduled: bool
-    def __lt__(self, other: "TimerHandle", /) -> Any: ...
-    def __le__(self, other: "TimerHandle", /) -> Any: ...
-    def __gt__(self, other: "TimerHandle", /) -> Any: ...
-    def __ge__(self, other: "TimerHandle", /) -> Any: ...
+    # (A native timer compares itself natively and an asyncio TimerHandle through asyncio's
+    # reflected operator, which accepts the native one: both are TimerHandles to isinstance().)
+    def __lt__(self, other: asyncio.events.TimerHandle, /) -> Any: ...
+    def __le__(self, other: asyncio.events.TimerHandle, /) -> Any: ...
+    def __gt__(self, other: asyncio.events.TimerHandle, /) -> Any: ...
+    def __ge__(self, other: asyncio.events.TimerHandle, /) -> Any: ...
+    def __eq__(self, other: object, /) -> Any: ...
+    def __hash__(self) -> int: ...
 
 @disjoint_base
 class LoopCore:
@@ -95,24 +111,25 @@ class LoopCore:
     def is_closed(self) -> bool: ...
     def create_future(self) -> "asyncio.Future[Any]": ...
     def time(self) -> float: ...
+    # The callback's arguments typed as typeshed types asyncio's (TypeVarTuple).
     def call_soon(
-        self, callback: Callable[..., object], *args: Any, context: Any = None
+        self, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts], context: Any = None
     ) -> Handle: ...
     def call_soon_threadsafe(
-        self, callback: Callable[..., object], *args: Any, context: Any = None
+        self, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts], context: Any = None
     ) -> Handle: ...
     def call_later(
         self,
         delay: Any,
-        callback: Callable[..., object],
-        *args: Any,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: Unpack[_Ts],
         context: Optional[contextvars.Context] = None,
     ) -> TimerHandle: ...
     def call_at(
         self,
         when: Any,
-        callback: Callable[..., object],
-        *args: Any,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: Unpack[_Ts],
         context: Optional[contextvars.Context] = None,
     ) -> TimerHandle: ...
     def _call_soon(
@@ -136,7 +153,7 @@ class SockOp:
     def __call__(self, *args: Any) -> None: ...
 
 @final
-class SocketTransport:
+class SocketTransport(_FlowControlMixin):
     """asyncio's stream socket transport in Rust (TCP and Unix; OXLOOP_NATIVE_TRANSPORTS=0 disables it)."""
 
     max_size: int
@@ -169,7 +186,7 @@ class SocketTransport:
     def set_write_buffer_limits(self, high: Any = None, low: Any = None) -> None: ...
 
 @final
-class SSLProtocol:
+class SSLProtocol(asyncio.BufferedProtocol):
     """asyncio's ``sslproto.SSLProtocol`` (3.11+) in Rust: the protocol of the transport under
     TLS, over the user's ``ssl.SSLContext`` (``wrap_bio``). ``__class__`` reports
     ``oxloop._sslproto.SSLProtocol`` (an ``asyncio.BufferedProtocol``). OXLOOP_NATIVE_TLS=0
@@ -199,7 +216,7 @@ class SSLProtocol:
     def resume_writing(self) -> None: ...
 
 @final
-class _SSLProtocolTransport:
+class _SSLProtocolTransport(_FlowControlMixin):
     """asyncio's ``sslproto._SSLProtocolTransport`` in Rust: what the application protocol gets
     over TLS. ``__class__`` reports ``oxloop._sslproto._SSLProtocolTransport`` (an
     ``asyncio.Transport`` and ``_FlowControlMixin``)."""
@@ -226,7 +243,7 @@ class _SSLProtocolTransport:
     def can_write_eof(self) -> bool: ...
 
 @final
-class ReadPipeTransport:
+class ReadPipeTransport(asyncio.ReadTransport):
     """asyncio's ``_UnixReadPipeTransport`` in Rust (connect_read_pipe, subprocess stdout/stderr;
     a native selector; OXLOOP_NATIVE_TRANSPORTS=0 disables it). ``isinstance`` sees
     ``oxloop._transports.ReadPipeTransport``, an ``asyncio.ReadTransport``."""
@@ -249,7 +266,7 @@ class ReadPipeTransport:
 
 
 @final
-class WritePipeTransport:
+class WritePipeTransport(_FlowControlMixin):
     """asyncio's ``_UnixWritePipeTransport`` in Rust (connect_write_pipe, subprocess stdin; a
     native selector; OXLOOP_NATIVE_TRANSPORTS=0 disables it). ``isinstance`` sees
     ``oxloop._transports.WritePipeTransport``, a ``_FlowControlMixin`` + ``WriteTransport``."""
@@ -265,10 +282,11 @@ class WritePipeTransport:
     def abort(self) -> None: ...
     def set_protocol(self, protocol: Any) -> None: ...
     def get_protocol(self) -> Any: ...
-    # asyncio's ReadTransport methods, which raise NotImplementedError on a write pipe.
+    # asyncio's pipe transport is a `_FlowControlMixin` (a `Transport`): ReadTransport's methods,
+    # which raise NotImplementedError.
+    def is_reading(self) -> bool: ...
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
-    def is_reading(self) -> bool: ...
     def write(self, data: Any) -> None: ...
     def writelines(self, list_of_data: Any) -> None: ...
     def write_eof(self) -> None: ...
@@ -277,8 +295,16 @@ class WritePipeTransport:
     def get_write_buffer_limits(self) -> Tuple[Any, Any]: ...
     def set_write_buffer_limits(self, high: Any = None, low: Any = None) -> None: ...
 
+# asyncio's datagram transport is a `_FlowControlMixin` (so a `Transport`), and from 3.12 an
+# `asyncio.DatagramTransport` too (a typing-only base: not in the native module).
+if sys.version_info >= (3, 12):
+    class _DatagramTransportBase(_FlowControlMixin, asyncio.DatagramTransport): ...
+
+else:
+    class _DatagramTransportBase(_FlowControlMixin): ...
+
 @final
-class DatagramTransport:
+class DatagramTransport(_DatagramTransportBase):
     """asyncio's datagram transport in Rust (UDP and Unix datagram sockets;
     OXLOOP_NATIVE_TRANSPORTS=0 disables it)."""
 
@@ -302,7 +328,7 @@ class DatagramTransport:
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
     def sendto(self, data: Any, addr: Any = None) -> None: ...
-    # asyncio's WriteTransport methods, which raise NotImplementedError on a datagram transport.
+    # WriteTransport's methods (they raise NotImplementedError, as asyncio's).
     def write(self, data: Any) -> None: ...
     def writelines(self, list_of_data: Any) -> None: ...
     def write_eof(self) -> None: ...

@@ -105,7 +105,7 @@ def _function(attr: Any) -> Optional[types.FunctionType]:
 
 def _code_names(func: types.FunctionType) -> frozenset:
     """Every global and attribute name the function's code (and code nested in it) refers to."""
-    names = set()
+    names: "set[str]" = set()
     stack = [func.__code__]
     while stack:
         code = stack.pop()

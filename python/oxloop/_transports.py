@@ -27,8 +27,8 @@ from ._compat import (  # noqa: F401  (read by the native transports)
 
 BufferedProtocol = protocols.BufferedProtocol
 TransportSocket = trsock.TransportSocket
-set_nodelay = base_events._set_nodelay
-set_result_unless_cancelled = futures._set_result_unless_cancelled
+set_nodelay = base_events._set_nodelay  # type: ignore[attr-defined]
+set_result_unless_cancelled = futures._set_result_unless_cancelled  # type: ignore[attr-defined]
 SENDFILE_TRY_NATIVE = constants._SendfileMode.TRY_NATIVE
 LOG_THRESHOLD_FOR_CONNLOST_WRITES = constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
 
@@ -100,7 +100,7 @@ _DATAGRAM_BASES = (transports._FlowControlMixin, transports.Transport) + (
 )
 
 
-class DatagramTransport(*_DATAGRAM_BASES):
+class DatagramTransport(*_DATAGRAM_BASES):  # type: ignore[misc]  # bases chosen at import
     """What ``isinstance()`` sees as the class of the native ``oxloop._oxloop.DatagramTransport``.
 
     Its bases are those of the running asyncio's ``_SelectorDatagramTransport`` (3.12+:
@@ -165,5 +165,9 @@ def pipe_polling(loop, fd, event):
 
 #: ``_buffer_factory`` (3.9-3.11 stream transport: bytearray; datagram: collections.deque),
 #: None where the running asyncio's class has none.
-SOCKET_BUFFER_FACTORY = getattr(selector_events._SelectorSocketTransport, "_buffer_factory", None)
-DATAGRAM_BUFFER_FACTORY = getattr(selector_events._SelectorDatagramTransport, "_buffer_factory", None)
+SOCKET_BUFFER_FACTORY = getattr(
+    selector_events._SelectorSocketTransport, "_buffer_factory", None  # type: ignore[attr-defined]
+)
+DATAGRAM_BUFFER_FACTORY = getattr(
+    selector_events._SelectorDatagramTransport, "_buffer_factory", None  # type: ignore[attr-defined]
+)

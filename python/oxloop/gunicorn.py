@@ -18,9 +18,16 @@ asking for one whose library is missing raises ImportError saying which package 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Dict
+from typing import TYPE_CHECKING, Any, Dict
 
 __all__ = ("AiohttpWorker", "UvicornH11Worker", "UvicornWorker")
+
+if TYPE_CHECKING:
+    # Made by the module's __getattr__ when first asked for; declared for type checkers (and
+    # stubtest) as the classes of libraries that may be missing.
+    AiohttpWorker: Any
+    UvicornH11Worker: Any
+    UvicornWorker: Any
 
 LOOP = "oxloop:new_event_loop"
 

@@ -21,14 +21,16 @@ def run(
 ) -> _T:
     """Run a coroutine to completion on a new oxloop loop and close it, as asyncio.run does."""
     if loop_factory is None:
-        from . import new_event_loop as loop_factory
+        from . import new_event_loop
+
+        loop_factory = new_event_loop
     if ASYNCIO_RUNNER:  # 3.11+
         if events._get_running_loop() is not None:
             raise RuntimeError("asyncio.run() cannot be called from a running event loop")
         with asyncio.Runner(debug=debug, loop_factory=loop_factory) as runner:
             return runner.run(main)
     # 3.9 / 3.10: asyncio.run's own steps, with the loop from loop_factory.
-    from asyncio.runners import _cancel_all_tasks
+    from asyncio.runners import _cancel_all_tasks  # type: ignore[attr-defined]
 
     if events._get_running_loop() is not None:
         raise RuntimeError("asyncio.run() cannot be called from a running event loop")

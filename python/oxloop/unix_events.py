@@ -67,7 +67,10 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
             # Nothing was set up: let __del__ see a closed loop instead of a half-built one.
             self._closed = True
             raise
-        super().__init__(NativeSelector(self, name) if name is not None else selector)
+        # (a str selector is a native one's name: then `name` is not None and NativeSelector is given)
+        super().__init__(
+            NativeSelector(self, name) if name is not None else selector  # type: ignore[arg-type]
+        )
         if self.get_debug():  # PYTHONASYNCIODEBUG=1 / -X dev
             self.set_debug(True)
 
@@ -99,8 +102,8 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
 
     def _oxloop_fallbacks(self) -> list:
         out = []
-        if not isinstance(self._selector, NativeSelector):
-            out.append(f"a Python selectors object ({type(self._selector).__name__}) was given: "
+        if not isinstance(self._selector, NativeSelector):  # type: ignore[attr-defined]
+            out.append(f"a Python selectors object ({type(self._selector).__name__}) was given: "  # type: ignore[attr-defined]
                        "fd watching, sock_* calls and transports are asyncio's own code")
         elif not self._oxloop_native_transports:
             out.append("OXLOOP_NATIVE_TRANSPORTS=0: stream, datagram and pipe transports are "
@@ -116,28 +119,28 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
         """Run until stop() is called (asyncio's setup and cleanup around the native loop)."""
         if RUN_FOREVER_SETUP:  # Python 3.13+
             try:
-                self._run_forever_setup()
+                self._run_forever_setup()  # type: ignore[attr-defined]
                 self._run_forever_inner()
             finally:
-                self._run_forever_cleanup()
+                self._run_forever_cleanup()  # type: ignore[attr-defined]
             return
-        self._check_closed()
-        self._check_running()
-        self._set_coroutine_origin_tracking(self._debug)
+        self._check_closed()  # type: ignore[attr-defined]
+        self._check_running()  # type: ignore[attr-defined]
+        self._set_coroutine_origin_tracking(self._debug)  # type: ignore[attr-defined]
         old_agen_hooks = sys.get_asyncgen_hooks()
         try:
             self._thread_id = threading.get_ident()
             sys.set_asyncgen_hooks(
-                firstiter=self._asyncgen_firstiter_hook,
-                finalizer=self._asyncgen_finalizer_hook,
+                firstiter=self._asyncgen_firstiter_hook,  # type: ignore[attr-defined]
+                finalizer=self._asyncgen_finalizer_hook,  # type: ignore[attr-defined]
             )
             events._set_running_loop(self)
             self._run_forever_inner()
         finally:
             self._stopping = False
-            self._thread_id = None
+            self._thread_id = None  # type: ignore[assignment]  # (typeshed: undeclared)
             events._set_running_loop(None)
-            self._set_coroutine_origin_tracking(False)
+            self._set_coroutine_origin_tracking(False)  # type: ignore[attr-defined]
             sys.set_asyncgen_hooks(*old_agen_hooks)
 
     def close(self) -> None:
@@ -306,7 +309,7 @@ class SelectorEventLoop(_oxloop.LoopCore, NativeSockMixin, unix_events._UnixSele
     def _native_pipes(self) -> bool:
         # The native pipe transports watch their fd through the native selector; a loop on a
         # Python selectors object keeps asyncio's own pipe transports.
-        return self._oxloop_native_transports and isinstance(self._selector, NativeSelector)
+        return self._oxloop_native_transports and isinstance(self._selector, NativeSelector)  # type: ignore[attr-defined]
 
     def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
         if self._native_pipes():

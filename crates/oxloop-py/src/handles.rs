@@ -333,6 +333,25 @@ impl Handle {
         run_handle(slf.py(), slf)
     }
 
+    /// What `isinstance()` falls back to: asyncio's `events.Handle` for a native `Handle`,
+    /// `events.TimerHandle` for a native `TimerHandle`, so `isinstance(h, asyncio.Handle)` and
+    /// `isinstance(th, asyncio.TimerHandle)` hold as for asyncio's handles (and asyncio's
+    /// `TimerHandle.__eq__`/`__lt__`/... accept a native one). `type(h)` stays the native
+    /// class; a Python subclass of `Handle` reports itself, as `object.__class__` would.
+    /// (Only looked up by `isinstance()`, `__class__` reads and the like: not on a hot path.)
+    #[getter]
+    fn __class__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let ty = slf.get_type();
+        if ty.is(py.get_type::<Handle>()) {
+            return Ok(helpers::get(py)?.asyncio_handle.clone_ref(py));
+        }
+        if ty.is(py.get_type::<TimerHandle>()) {
+            return Ok(helpers::get(py)?.asyncio_timer_handle.clone_ref(py));
+        }
+        Ok(ty.into_any().unbind())
+    }
+
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
         if let Some(r) = &slf.borrow().repr {
             return Ok(String::clone(r));

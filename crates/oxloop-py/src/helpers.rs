@@ -18,6 +18,9 @@ pub(crate) struct Helpers {
     pub base_selector_loop: Py<PyAny>,
     /// `asyncio.Future` (the C implementation when available, as asyncio uses).
     pub future_type: Py<PyAny>,
+    /// `asyncio.events.Handle` / `asyncio.events.TimerHandle`: the native handles' `__class__`.
+    pub asyncio_handle: Py<PyAny>,
+    pub asyncio_timer_handle: Py<PyAny>,
 }
 
 static HELPERS: PyOnceLock<Helpers> = PyOnceLock::new();
@@ -26,6 +29,7 @@ pub(crate) fn get(py: Python<'_>) -> PyResult<&'static Helpers> {
     HELPERS.get_or_try_init(py, || {
         let m = py.import("oxloop._helpers")?;
         let se = py.import("asyncio.selector_events")?;
+        let ev = py.import("asyncio.events")?;
         Ok(Helpers {
             callback_error: m.getattr("callback_error")?.unbind(),
             handle_repr: m.getattr("handle_repr")?.unbind(),
@@ -33,6 +37,8 @@ pub(crate) fn get(py: Python<'_>) -> PyResult<&'static Helpers> {
             slow_callback: m.getattr("slow_callback")?.unbind(),
             base_selector_loop: se.getattr("BaseSelectorEventLoop")?.unbind(),
             future_type: py.import("asyncio.futures")?.getattr("Future")?.unbind(),
+            asyncio_handle: ev.getattr("Handle")?.unbind(),
+            asyncio_timer_handle: ev.getattr("TimerHandle")?.unbind(),
         })
     })
 }
