@@ -91,12 +91,7 @@ fn recv_bytes(core: &Bound<'_, LoopCore>, fd: RawFd, n: usize) -> PyResult<Optio
     }
     let mut buf = std::mem::take(&mut core.borrow_mut().recv_buf);
     if buf.len() < n {
-        // `n` is the caller's: a size the allocator refuses is CPython's MemoryError (its
-        // recv allocates the bytes object first), not an abort.
-        if buf.try_reserve_exact(n - buf.len()).is_err() {
-            core.borrow_mut().recv_buf = buf;
-            return Err(pyo3::exceptions::PyMemoryError::new_err(()));
-        }
+        // n <= MAX_KEPT_RECV_BUFFER here (larger sizes took the fallible path above).
         buf.resize(n, 0);
     }
     let res = net::recv(fd, &mut buf[..n]).map_err(crate::errors::to_pyerr);
